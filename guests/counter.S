@@ -1,0 +1,48 @@
+// counter - prints the digits 0 to 9 and a newline through the COM1 UART.
+//
+// Mode: real mode, loaded at physical 0, entered at 0:0.
+// Output: 0123456789<newline>
+// Ends: HLT (interrupts are off).
+//
+// The digits are produced by a loop, and each byte goes out the way a
+// polling serial driver sends it: wait for THRE in the line status
+// register, then write the transmit holding register.  No hypercall.
+
+#include "abi.h"
+
+    .code16
+    .text
+    .globl _start
+_start:
+    mov     $'0', %cl               // CL = the next digit to print
+count:
+    mov     %cl, %al
+    call    uart_putc
+    inc     %cl
+    cmp     $'9', %cl
+    jbe     count
+
+    mov     $'\n', %al
+    call    uart_putc
+
+done:
+    hlt
+    jmp     done                    // never resumed with IF=0; halt again if it is
+
+// uart_putc: send AL through COM1.  Preserves every register.
+// (The stack is the VMM's SS:SP = 0:0; the first push wraps to 0xFFFE.)
+uart_putc:
+    push    %ax
+    push    %dx
+    mov     %al, %ah                // keep the byte: IN overwrites AL
+    mov     $COM1_LSR, %dx
+wait_thre:
+    in      %dx, %al
+    test    $LSR_THRE, %al          // transmitter ready for another byte?
+    jz      wait_thre
+    mov     %ah, %al
+    mov     $COM1_THR, %dx
+    out     %al, %dx
+    pop     %dx
+    pop     %ax
+    ret

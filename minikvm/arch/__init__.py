@@ -1,0 +1,1 @@
+"""Architecture knowledge, free of ioctls."""

@@ -1,0 +1,1 @@
+"""Pure x86 knowledge: descriptors, paging, control registers, boot states."""

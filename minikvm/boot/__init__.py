@@ -1,0 +1,1 @@
+"""Loaders: put a guest image into memory and say how the CPU must start."""

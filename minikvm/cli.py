@@ -1,0 +1,333 @@
+"""Command lines: `minikvm …` and `kvm-vmm …` (the original Mini-KVM flags).
+
+Both build GuestSpecs, run them through `machine.run_machines`, print one
+stop line per guest on stderr and exit with DESIGN.md's status. Bad input
+is one line on stderr and status 2, before any guest starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import signal
+import sys
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import NoReturn
+
+from .arch.x86.state import Mode
+from .boot import layout
+from .boot.bundled import BUNDLED, DEFAULT_GUEST, GuestNotBuiltError, UnknownGuestError, find_bundled
+from .errors import MinikvmError
+from .stop import StopKind, StopReason
+
+EXIT_USAGE = 2
+
+_SIZE = re.compile(r"^\s*(0x[0-9a-f]+|\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+class UsageError(MinikvmError):
+    """Bad command-line input (exit status 2)."""
+
+
+def parse_size(text: str) -> int:
+    """'4M', '256KiB', '1g', '0x400000' → bytes."""
+    match = _SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a size (examples: 4M, 256K, 1G, 0x400000)")
+    number = int(match.group(1), 0)
+    unit = (match.group(2) or "").lower()[:1]
+    return number * _UNITS[unit]
+
+
+def parse_address(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an address (examples: 0x1000, 4096)") from None
+    if not 0 <= value < 1 << 64:
+        raise argparse.ArgumentTypeError(f"address {text} is out of range")
+    return value
+
+
+def parse_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"seconds must be a positive number, not {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors in one line and exits with status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        _fail(f"{message} (see '{self.prog} --help')")
+
+
+def _fail(message: str) -> NoReturn:
+    sys.stderr.write(f"minikvm: error: {message}\n")
+    sys.exit(EXIT_USAGE)
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--memory", type=parse_size, metavar="SIZE",
+                        help="guest RAM per guest (default: 1M for real mode, 4M otherwise)")
+    parser.add_argument("--timeout", type=parse_seconds, metavar="SECONDS",
+                        help="stop every guest after this long (exit status 124)")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="print setup steps and one line per VM exit on stderr")
+    parser.add_argument("--stats", action="store_true",
+                        help="at the end: exits by reason and port, time in guest vs VMM")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="stdout carries the guest output only, byte for byte; nothing else is printed")
+    parser.add_argument("--log-dir", type=Path, metavar="DIR",
+                        help="also write each guest's raw output to DIR/<name>.log")
+    parser.add_argument("--accel", choices=("kvm", "emu", "auto"), default="auto",
+                        help="accelerator: kvm, or auto (the software CPU 'emu' is not in this version)")
+    parser.add_argument("--load", type=parse_address, metavar="ADDR",
+                        help="guest-physical load address (default 0 in real mode, 0x1000 otherwise)")
+    parser.add_argument("--entry", type=parse_address, metavar="ADDR",
+                        help="entry point (default: the load address)")
+    parser.add_argument("--input-grace", type=parse_seconds, default=0.5, metavar="SECONDS",
+                        help="how long a guest may poll an exhausted input before it is stopped (0.5)")
+
+
+def build_minikvm_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="minikvm", description=(
+        "A small x86 virtual machine monitor on Linux KVM. Runs flat binaries in real mode, "
+        "32-bit protected mode and 64-bit long mode, one VM per guest, several guests in parallel."),
+        epilog="exit status: 0 every guest ended cleanly, 1 a guest faulted or the accelerator failed, "
+               "2 bad input, 124 timeout, 130 interrupted")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    run = commands.add_parser("run", help="run one or more guests",
+                              description="Run guests: each GUEST is a file (a flat binary) or the name of "
+                                          f"a bundled guest (see 'minikvm guests'; default: {DEFAULT_GUEST}). "
+                                          "Several guests run in parallel, one VM each.")
+    run.add_argument("guests", nargs="*", metavar="GUEST")
+    run.add_argument("--mode", choices=[m.value for m in (Mode.REAL, Mode.PROTECTED, Mode.LONG)],
+                     help="CPU mode for guest files (bundled guests know their own; default real)")
+    _add_run_options(run)
+    commands.add_parser("guests", help="list the bundled guests")
+    return parser
+
+
+def build_kvm_vmm_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="kvm-vmm", description=(
+        "The original Mini-KVM command line, run by minikvm: real-mode guests by default, "
+        "--long-mode for 64-bit guests. Each GUEST gets its own VM."))
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--paging", action="store_true",
+                       help="32-bit protected mode with paging (the 1K OS layout of ABI.md)")
+    modes.add_argument("--long-mode", action="store_true", help="64-bit long mode (ABI.md layout)")
+    parser.add_argument("guests", nargs="+", metavar="GUEST")
+    _add_run_options(parser)
+    return parser
+
+
+# --- from arguments to guests ------------------------------------------------
+
+
+def _read_image(path: Path) -> bytes:
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory, not a guest image")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except PermissionError:
+        raise UsageError(f"{path}: permission denied") from None
+    except OSError as err:
+        raise UsageError(f"{path}: cannot read: {err.strerror}") from None
+    if not data:
+        raise UsageError(f"{path}: the file is empty")
+    return data
+
+
+def resolve_guest(arg: str, mode: Mode | None) -> tuple[str, Path, Mode]:
+    """A command-line GUEST → (name, path, mode)."""
+    path = Path(arg)
+    if path.exists() or "/" in arg or path.suffix:
+        return path.stem or arg, path, mode or Mode.REAL
+    bundled = find_bundled(arg)
+    if bundled is None:
+        raise UnknownGuestError(arg)
+    if not bundled.path.exists():
+        raise GuestNotBuiltError(bundled)
+    if mode is not None and mode is not bundled.mode:
+        raise UsageError(f"bundled guest '{arg}' is a {bundled.mode.label} guest, not {mode.label}")
+    return bundled.name, bundled.path, bundled.mode
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    result = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        result.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return result
+
+
+def _host_limits(memory_each: int) -> int:
+    """How many guests of `memory_each` bytes this host can hold at once."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            available = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        available = 1 << 40
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    by_fds = (soft - 32) // 3 if soft != resource.RLIM_INFINITY else 1 << 20  # VM, vCPU, /dev/kvm slack
+    return max(0, min(available // max(memory_each, 1), by_fds))
+
+
+def build_specs(args: argparse.Namespace, mode: Mode | None) -> list:
+    from .machine import GuestSpec
+
+    resolved = [resolve_guest(arg, mode) for arg in args.guests]
+    names = _unique([name for name, _, _ in resolved])
+    specs = []
+    for name, (_, path, guest_mode) in zip(names, resolved, strict=True):
+        if guest_mode is Mode.PAGING:
+            raise UsageError("32-bit paging guests (--paging) need the software CPU, which this version of "
+                             "minikvm does not have yet; this host's KVM (kvm-pvm) cannot run 32-bit paging")
+        memory = args.memory or (layout.REAL_MEMORY if guest_mode is Mode.REAL else layout.PM_MEMORY)
+        if memory < 64 * 1024 or memory > layout.MAX_MEMORY:
+            raise UsageError(f"--memory {memory} bytes is outside 64K .. {layout.MAX_MEMORY >> 30}G")
+        memory = -(-memory // 4096) * 4096
+        specs.append(GuestSpec(name, str(path), _read_image(path), guest_mode, memory, args.load, args.entry))
+    capacity = _host_limits(max(s.memory for s in specs))
+    if len(specs) > capacity:
+        raise UsageError(f"{len(specs)} guests are too many for this host: at most {capacity} of "
+                         f"{max(s.memory for s in specs) >> 10} KiB fit in its free memory and file limits")
+    return specs
+
+
+# --- running ---------------------------------------------------------------
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt("terminated (SIGTERM)")
+
+
+def run_guests(specs: list, args: argparse.Namespace) -> int:
+    from .devices.input import InputBuffer
+    from .console import GuestOutput, Keyboard, OutputMux
+    from .kvm.system import Kvm
+    from .machine import Machine, MachineConfig, RunResult, run_machines
+
+    if args.accel == "emu":
+        raise UsageError("the software CPU (--accel emu) is not in this version of minikvm; use --accel kvm")
+    quiet = args.quiet
+    several = len(specs) > 1
+    stdout = sys.stdout.buffer
+    colour = several and not quiet and stdout.isatty() and "NO_COLOR" not in os.environ
+    mux = OutputMux(stdout, colour=colour, prefix=several and not quiet)
+
+    def say(text: str) -> None:
+        if not quiet:
+            with mux.lock:
+                stdout.flush()
+                sys.stderr.write(text.replace("\n", "\r\n") if keyboard_tty else text)
+                sys.stderr.flush()
+
+    keyboard_tty = False
+    if args.log_dir is not None:
+        try:
+            args.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"--log-dir {args.log_dir}: {err.strerror}") from None
+
+    with ExitStack() as stack:
+        kvm = Kvm()
+        stack.callback(kvm.close)
+        inputs = [InputBuffer() for _ in specs]
+        outputs: list[GuestOutput] = []
+        machines: list[Machine] = []
+        for index, spec in enumerate(specs):
+            log = stack.enter_context(open(args.log_dir / f"{spec.name}.log", "wb")) if args.log_dir else None
+            outputs.append(mux.sink(spec.name, index, log))
+            trace = (lambda text, n=spec.name: say(f"[{n}] {text}\n")) if args.verbose else None
+            machine = Machine(MachineConfig(spec, input_grace=args.input_grace, trace=trace), kvm,
+                              outputs[-1], inputs[index])
+            stack.callback(machine.close)
+            machines.append(machine)
+            machine.loop.flush_output = outputs[-1].flush
+        if several:
+            say("".join(f"{('[' + s.name + ']'):<16} {s.path} ({s.mode.label})\n" for s in specs))
+
+        def quit_all() -> None:
+            for machine in machines:
+                machine.request_stop(StopReason(StopKind.INTERRUPTED, "quit (Ctrl-A X)"))
+
+        def report(result: RunResult) -> None:
+            outputs[[m.name for m in machines].index(result.name)].flush()
+            lines = [result.summary(), *result.report]
+            if args.stats:
+                lines += result.stats.report(result.unclaimed)
+            say("".join(f"{line}\n" for line in lines))
+
+        # Input goes to the first guest; the others see end of input.
+        for buffer in inputs[1:]:
+            buffer.close()
+        keyboard = stack.enter_context(Keyboard(inputs[0], quit_all, message=say))
+        keyboard_tty = keyboard.is_tty
+        previous = signal.signal(signal.SIGTERM, _sigterm)
+        stack.callback(signal.signal, signal.SIGTERM, previous)
+        results = run_machines(machines, timeout=args.timeout, on_result=report)
+    return exit_status([r.stop for r in results])
+
+
+def exit_status(stops: Sequence[StopReason]) -> int:
+    """DESIGN.md: 130 interrupted, else 1 if any guest faulted, else 124 on timeout, else 0."""
+    statuses = {stop.status for stop in stops}
+    for status in (130, 1, 124):
+        if status in statuses:
+            return status
+    return 0
+
+
+def list_guests() -> int:
+    for guest in BUNDLED:
+        built = "" if guest.path.exists() else "  (not built: make -C guests)"
+        print(f"{guest.name:<22} {guest.mode.value:<10} {guest.description}{built}")
+    return 0
+
+
+def _guarded(action) -> int:
+    try:
+        return action()
+    except MinikvmError as err:
+        _fail(str(err))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_minikvm_parser().parse_args(argv)
+    if args.command == "guests":
+        return list_guests()
+    if args.command != "run":
+        build_minikvm_parser().print_help()
+        return EXIT_USAGE
+    if not args.guests:
+        args.guests = [DEFAULT_GUEST]
+    mode = Mode(args.mode) if args.mode else None
+    return _guarded(lambda: run_guests(build_specs(args, mode), args))
+
+
+def kvm_vmm_main(argv: list[str] | None = None) -> int:
+    args = build_kvm_vmm_parser().parse_args(argv)
+    mode = Mode.PAGING if args.paging else Mode.LONG if args.long_mode else Mode.REAL
+    return _guarded(lambda: run_guests(build_specs(args, mode), args))
+
+
+def entry_minikvm() -> None:
+    sys.exit(main())
+
+
+def entry_kvm_vmm() -> None:
+    sys.exit(kvm_vmm_main())

@@ -1,0 +1,1 @@
+"""Diagnostics: dumps, statistics, disassembly. They watch the guest, never steer it."""

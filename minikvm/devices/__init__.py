@@ -1,0 +1,1 @@
+"""Devices: pure state machines behind port-I/O buses; no vCPU, no KVM."""

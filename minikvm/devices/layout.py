@@ -1,0 +1,26 @@
+"""Where the PC platform's devices sit in port space (ABI.md is the contract)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class PortRange(NamedTuple):
+    base: int
+    length: int
+
+
+COM1 = PortRange(0x3F8, 8)
+COM1_IRQ = 4
+HYPERCALL = PortRange(0x500, 1)
+I8042 = PortRange(0x60, 5)  # data at offset 0, status/command at offset 4
+FAST_A20 = PortRange(0x92, 1)
+DEBUG_EXIT = PortRange(0xF4, 4)  # as QEMU's isa-debug-exit,iobase=0xf4,iosize=4
+
+# Ports an OS probes even on a machine without these chips; a NullDevice
+# answers them when the machine has no real model there.
+PIC_MASTER = PortRange(0x20, 2)
+PIC_SLAVE = PortRange(0xA0, 2)
+PIT = PortRange(0x40, 4)
+CMOS = PortRange(0x70, 2)
+POST = PortRange(0x80, 1)  # POST codes; also written just to wait an I/O cycle

@@ -1,0 +1,1 @@
+"""The KVM layer: the kernel uapi mirror, fd wrappers and typed exits."""

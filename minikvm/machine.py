@@ -1,0 +1,318 @@
+"""A machine: one guest in one VM — memory, devices, a vCPU, and its run.
+
+`run_machines` runs several machines in parallel, one thread each, and is
+the only place that knows about threads, signals and the timeout.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from .arch.x86.cpustate import apply_to_sregs, regs_to_kvm
+from .arch.x86.state import BootState, Mode
+from .boot.flat import load_flat
+from .debug.disasm import bits_for, describe_instruction
+from .debug.dump import is_reset_state, register_dump
+from .debug.stats import ExitStats
+from .devices import layout as ports
+from .devices.bus import Bus
+from .devices.hypercall import HypercallPort
+from .devices.input import EofWatch, InputBuffer
+from .devices.legacy import DebugExit, FastA20, I8042, NullDevice
+from .devices.uart import IER_ETBEI, MCR_LOOP, Uart16550
+from .kvm.exits import InternalErrorExit
+from .kvm.system import Kvm, KvmError, Vcpu
+from .memory import GuestMemory
+from .probe import kvm_facts
+from .runloop import RunLoop
+from .stop import StopKind, StopReason
+
+# KVM on Intel needs three pages for the real-mode TSS somewhere the guest
+# cannot see; just below 4 GiB, far above any RAM a guest here gets.
+KVM_TSS_ADDR = 0xFFFBD000
+_KICK_SIGNAL = signal.SIGUSR1
+
+
+@dataclass
+class GuestSpec:
+    """One guest: what to load and how."""
+
+    name: str
+    path: str
+    image: bytes
+    mode: Mode
+    memory: int
+    load: int | None = None
+    entry: int | None = None
+
+
+@dataclass
+class MachineConfig:
+    guest: GuestSpec
+    input_grace: float = 0.5  # seconds a guest may poll an exhausted input before it is stopped
+    trace: Callable[[str], None] | None = None  # --verbose: setup steps and one line per exit
+
+
+@dataclass
+class RunResult:
+    name: str
+    stop: StopReason
+    stats: ExitStats
+    wall_seconds: float
+    report: list[str] = field(default_factory=list)  # register dump etc. for abnormal stops
+    unclaimed: Counter[tuple[int, str]] = field(default_factory=Counter)
+    accel: str = "kvm"
+
+    def summary(self) -> str:
+        where = f" at {self.stop.rip:#x}" if self.stop.rip is not None and "at 0x" not in self.stop.message else ""
+        return (f"{self.name}: {self.stop.message}{where} after {self.stats.exits} exits, "
+                f"{self.wall_seconds * 1e3:.1f} ms")
+
+
+class _HypercallAdapter:
+    """Port 0x500 on the bus: the number is the OUT value (AL), the argument is the guest's BL."""
+
+    def __init__(self, hypercall: HypercallPort, vcpu: Vcpu) -> None:
+        self.hypercall = hypercall
+        self.vcpu = vcpu
+
+    def read(self, offset: int, size: int) -> int:
+        return self.hypercall.read(offset, size)
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        self.hypercall.call(value & 0xFF, self.vcpu.exit_regs().rbx & 0xFF)
+
+
+class _CoalescingUart:
+    """The UART on the bus, with KVM buffering THR writes while that is invisible to the guest.
+
+    Buffered writes reach the UART at the next exit, in order. That is only
+    safe while no interrupt or loopback depends on a THR write being seen at
+    once, so buffering stops for good when the guest enables the THR-empty
+    interrupt or loopback mode.
+    """
+
+    def __init__(self, uart: Uart16550, vm_register: Callable[[], None], vm_unregister: Callable[[], None]) -> None:
+        self.uart = uart
+        self._unregister = vm_unregister
+        vm_register()
+        self.active = True
+
+    def read(self, offset: int, size: int) -> int:
+        return self.uart.read(offset, size)
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        self.uart.write(offset, size, value)
+        if self.active and offset in (1, 4):
+            state = self.uart.state()
+            if state.ier & IER_ETBEI or state.mcr & MCR_LOOP:
+                self._unregister()
+                self.active = False
+
+
+class Machine:
+    """One guest in its own VM on KVM."""
+
+    def __init__(self, config: MachineConfig, kvm: Kvm, output: Callable[[bytes], None],
+                 input: InputBuffer | None = None) -> None:
+        self.config = config
+        self.name = config.guest.name
+        self.output = output
+        self.stats = ExitStats()
+        self.vm = None
+        self.vcpu: Vcpu | None = None
+        self._thread_ident: int | None = None
+        self.memory = GuestMemory([(0, config.guest.memory)])
+        try:
+            self._build(kvm, input)
+        except BaseException:
+            self.close()
+            raise
+
+    def _note(self, text: str) -> None:
+        if self.config.trace is not None:
+            self.config.trace(text)
+
+    def _build(self, kvm: Kvm, input: InputBuffer | None) -> None:
+        guest = self.config.guest
+        self.boot = load_flat(self.memory, guest.image, guest.mode, guest.path, guest.load, guest.entry)
+        self._note(f"loaded {len(guest.image)} bytes from {guest.path} ({guest.mode.label}), "
+                   f"{self.memory.size // 1024} KiB RAM, entry {self.boot.regs['rip']:#x}")
+        self.vm = kvm.create_vm()
+        self.vm.set_tss_addr(KVM_TSS_ADDR)
+        region = self.memory.regions[0]
+        self.vm.set_user_memory_region(0, region.guest_addr, region.size, region.host_addr)
+        self.vcpu = self.vm.create_vcpu(0)
+        self._apply(self.boot)
+        self.ports = Bus()
+        self.loop = RunLoop(self.vcpu, self.ports, self.stats, trace=self.config.trace)
+        self.loop.kick = self._kick
+        self._attach_devices(input)
+
+    def _apply(self, state: BootState) -> None:
+        vcpu = self.vcpu
+        assert vcpu is not None
+        # Long mode needs CPUID to admit it (KVM refuses EFER.LME otherwise).
+        vcpu.set_cpuid2(self.vm.kvm.supported_cpuid())
+        vcpu.set_sregs(apply_to_sregs(state, vcpu.get_sregs()))
+        vcpu.set_regs(regs_to_kvm(state))
+        self._note(f"vCPU set up for {state.mode.label}: CR0={state.cr0:#x} CR3={state.cr3:#x} "
+                   f"CR4={state.cr4:#x} EFER={state.efer:#x}")
+
+    def _attach_devices(self, input: InputBuffer | None) -> None:
+        stop, out, grace = self.loop.request_stop, self.output, self.config.input_grace
+        self.uart = Uart16550(out, input=input, eof=EofWatch(grace), stop=stop)
+        self.hypercall = HypercallPort(out, stop, input=input, eof=EofWatch(grace))
+        vm = self.vm
+        assert vm is not None and self.vcpu is not None
+        if kvm_facts().coalesced_pio:
+            com1: object = _CoalescingUart(
+                self.uart, lambda: vm.register_coalesced_pio(ports.COM1.base, 1),
+                lambda: vm.unregister_coalesced_pio(ports.COM1.base, 1))
+            self._note("UART transmit writes are coalesced by KVM (no exit per character)")
+        else:
+            com1 = self.uart
+        bus = self.ports
+        bus.register(*ports.COM1, com1, "COM1 16550A UART")  # type: ignore[arg-type]
+        bus.register(*ports.HYPERCALL, _HypercallAdapter(self.hypercall, self.vcpu), "hypercall port")
+        bus.register(*ports.FAST_A20, FastA20(stop), "port 0x92 (fast A20)")
+        bus.register(*ports.I8042, I8042(stop), "i8042 keyboard controller")
+        bus.register(*ports.DEBUG_EXIT, DebugExit(stop), "debug-exit port")
+        for rng, name in ((ports.PIC_MASTER, "PIC (absent)"), (ports.PIC_SLAVE, "PIC slave (absent)"),
+                          (ports.PIT, "PIT (absent)"), (ports.CMOS, "CMOS (absent)"), (ports.POST, "POST")):
+            bus.register(*rng, NullDevice(), name)
+        for base, length, name in bus.devices():
+            self._note(f"port {base:#06x}-{base + length - 1:#06x}: {name}")
+
+    # --- running -------------------------------------------------------------
+
+    def _kick(self) -> None:
+        ident = self._thread_ident
+        if ident is not None and ident != threading.get_ident():
+            try:
+                signal.pthread_kill(ident, _KICK_SIGNAL)
+            except ProcessLookupError:
+                pass  # the thread has already finished
+
+    def request_stop(self, reason: StopReason) -> None:
+        self.loop.request_stop(reason)
+
+    def run(self) -> RunResult:
+        self._thread_ident = threading.get_ident()
+        started = time.perf_counter()
+        try:
+            stop = self.loop.run()
+        except KvmError as err:
+            stop = StopReason(StopKind.ACCEL_ERROR, f"accelerator failure: {err}")
+        wall = time.perf_counter() - started
+        stop, report = self._explain(stop)
+        return RunResult(self.name, stop, self.stats, wall, report, self.ports.unclaimed)
+
+    def _explain(self, stop: StopReason) -> tuple[StopReason, list[str]]:
+        """Where the guest stopped, and for abnormal stops the state that shows why."""
+        vcpu = self.vcpu
+        assert vcpu is not None
+        if stop.kind in (StopKind.TIMEOUT, StopKind.INTERRUPTED):
+            return stop, []
+        regs, sregs = vcpu.get_regs(), vcpu.get_sregs()
+        if stop.kind is StopKind.TRIPLE_FAULT and is_reset_state(regs, sregs):
+            return stop, ["the registers read after the shutdown are the CPU's reset state "
+                          "(RIP=0xfff0, CS=0xf000): this host re-initialises the vCPU after a triple "
+                          "fault, so the fault location is lost"]
+        rip = regs.rip
+        if stop.kind is StopKind.UNKNOWN_HYPERCALL and kvm_facts().io_exit_rip_after_insn:
+            rip = self._out_instruction_before(sregs.cs.base + rip) - sregs.cs.base
+        stop = replace(stop, rip=rip)
+        if stop.clean:
+            return stop, []
+        report = []
+        bits = bits_for(self.boot.mode, bool(sregs.cs.db), bool(sregs.cs.l))
+        exit = self.loop.last_exit
+        code = exit.insn_bytes if isinstance(exit, InternalErrorExit) and exit.insn_bytes else None
+        if code is None:
+            code = self._read_code(sregs.cs.base + rip)
+        report.append(f"instruction at {rip:#x}: {describe_instruction(code, rip, bits)}")
+        report.extend(register_dump(regs, sregs))
+        return stop, report
+
+    def _read_code(self, linear: int, length: int = 15) -> bytes:
+        if self.boot.mode is Mode.PAGING:
+            return b""  # needs the page walker (software CPU issue)
+        for size in range(length, 0, -1):
+            if self.memory.contains(linear, size):
+                return self.memory.read(linear, size)
+        return b""
+
+    def _out_instruction_before(self, linear: int) -> int:
+        """The start of the OUT that ends just before `linear` (the host moved RIP past it)."""
+        before = self._read_code(max(linear - 3, 0), min(linear, 3))
+        # out dx,al/ax|eax is EE/EF (one byte, maybe after a 66 prefix); out imm8 is E6/E7 ib.
+        if before[-1:] in (b"\xee", b"\xef"):
+            return linear - (2 if before[-2:-1] == b"\x66" else 1)
+        return linear - 2
+
+    def close(self) -> None:
+        """Release the vCPU, the VM, then the memory they point into."""
+        if self.vcpu is not None:
+            self.vcpu.close()
+        if self.vm is not None:
+            self.vm.close()
+        self.memory.close()
+
+
+def _install_kick_handler() -> Callable[[], None]:
+    """A no-op handler for the kick signal, so it interrupts KVM_RUN instead of killing us."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(_KICK_SIGNAL, lambda signum, frame: None)
+    return lambda: signal.signal(_KICK_SIGNAL, previous)
+
+
+def run_machines(machines: list[Machine], timeout: float | None = None,
+                 on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
+    """Run every machine in its own thread; stop all on timeout or Ctrl-C."""
+    restore = _install_kick_handler()
+    results: dict[int, RunResult] = {}
+    done = threading.Condition()
+
+    def worker(index: int, machine: Machine) -> None:
+        try:
+            result = machine.run()
+        except Exception as err:  # noqa: BLE001 - a bug must not hang the other guests
+            result = RunResult(machine.name, StopReason(StopKind.ACCEL_ERROR, f"internal error: {err!r}"),
+                               machine.stats, 0.0)
+        with done:
+            results[index] = result
+            done.notify_all()
+        if on_result is not None:
+            on_result(result)
+
+    threads = [threading.Thread(target=worker, args=(i, m), name=f"vcpu-{m.name}", daemon=True)
+               for i, m in enumerate(machines)]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        for thread in threads:
+            thread.start()
+        with done:
+            while len(results) < len(machines):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    for machine in machines:
+                        machine.request_stop(StopReason(StopKind.TIMEOUT, f"timed out after {timeout:g} s"))
+                    deadline = None
+                    continue
+                done.wait(remaining if remaining is not None else 0.5)
+    except KeyboardInterrupt:
+        for machine in machines:
+            machine.request_stop(StopReason(StopKind.INTERRUPTED, "interrupted (Ctrl-C)"))
+    finally:
+        for thread in threads:
+            if thread.ident is not None:
+                thread.join()
+        restore()
+    return [results[i] for i in range(len(machines))]

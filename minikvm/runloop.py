@@ -1,0 +1,160 @@
+"""The vCPU run loop: run → exit → bus → device, until something stops the guest.
+
+`dispatch` turns one exit into at most one StopReason; it is a plain method
+over a vCPU-like object, so tests can drive it with synthetic exits.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from .arch.x86.registers import RFLAGS_IF
+from .debug.stats import ExitStats
+from .devices.bus import Bus
+from .kvm import uapi
+from .kvm.exits import (
+    DebugExit,
+    Exit,
+    FailEntryExit,
+    HltExit,
+    InternalErrorExit,
+    InterruptedExit,
+    IoExit,
+    MmioExit,
+    ShutdownExit,
+    SystemEventExit,
+    UnsupportedExit,
+)
+from .stop import StopKind, StopReason
+
+INTERNAL_ERROR_NAMES = {
+    uapi.KVM_INTERNAL_ERROR_EMULATION: "KVM could not emulate an instruction",
+    uapi.KVM_INTERNAL_ERROR_SIMUL_EX: "an exception occurred while delivering another (simultaneous exceptions)",
+    uapi.KVM_INTERNAL_ERROR_DELIVERY_EV: "an event could not be delivered",
+    uapi.KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON: "the hardware exited for a reason KVM does not expect",
+}
+
+
+class RunnableVcpu(Protocol):
+    def run(self) -> Exit: ...
+    def exit_regs(self) -> uapi.kvm_regs: ...
+    def complete_io_in(self, exit: IoExit, data: bytes) -> None: ...
+    def complete_mmio_read(self, data: bytes) -> None: ...
+    def drain_coalesced(self) -> list[tuple[int, bool, bytes]]: ...
+    def request_exit(self) -> None: ...
+
+
+class RunLoop:
+    def __init__(self, vcpu: RunnableVcpu, ports: Bus, stats: ExitStats,
+                 trace: Callable[[str], None] | None = None) -> None:
+        self.vcpu = vcpu
+        self.ports = ports
+        self.stats = stats
+        self.trace = trace  # --verbose: one line per exit
+        self.stop: StopReason | None = None
+        self._stop_lock = threading.Lock()
+        self.kick: Callable[[], None] = lambda: None  # set by the thread that runs us
+        self.unclaimed_mmio = 0
+        self.last_exit: Exit | None = None  # for the stop report
+        # Called when the guest looks for input, and at the end: a prompt
+        # without a newline must reach the screen before the guest waits.
+        self.flush_output: Callable[[], None] = lambda: None
+
+    def request_stop(self, reason: StopReason) -> None:
+        """Stop the guest at the next exit (from any thread). The first reason wins."""
+        with self._stop_lock:
+            if self.stop is not None:
+                return
+            self.stop = reason
+        self.vcpu.request_exit()
+        self.kick()
+
+    def run(self) -> StopReason:
+        vcpu, stats, dispatch = self.vcpu, self.stats, self.dispatch
+        clock = time.perf_counter
+        by_reason = stats.by_reason
+        while self.stop is None:
+            t0 = clock()
+            exit = vcpu.run()
+            t1 = clock()
+            stats.exits += 1
+            by_reason[type(exit).__name__] += 1
+            self._drain_coalesced()
+            self.last_exit = exit
+            reason = dispatch(exit)
+            if reason is not None:
+                self.request_stop(reason)
+            stats.guest_seconds += t1 - t0
+            stats.vmm_seconds += clock() - t1
+        self._drain_coalesced()
+        self.flush_output()
+        return self.stop
+
+    def _drain_coalesced(self) -> None:
+        # Writes KVM buffered without exiting happened before this exit: play
+        # them to the devices first, so output keeps the guest's order.
+        entries = self.vcpu.drain_coalesced()
+        if not entries:
+            return
+        self.stats.coalesced += len(entries)
+        write = self.ports.write
+        for addr, is_pio, data in entries:
+            if is_pio:
+                write(addr, len(data), int.from_bytes(data, "little"))
+
+    def dispatch(self, exit: Exit) -> StopReason | None:
+        if type(exit) is IoExit:
+            return self._io(exit)
+        if self.trace is not None:
+            self.trace(f"exit {type(exit).__name__}")
+        if isinstance(exit, HltExit):
+            if self.vcpu.exit_regs().rflags & RFLAGS_IF:
+                return StopReason(StopKind.HALT, "halted (HLT) with interrupts enabled, "
+                                  "but this machine has no interrupt source to wake it")
+            return StopReason(StopKind.HALT, "halted (HLT)")
+        if isinstance(exit, InterruptedExit):
+            return None  # a kick: the loop condition sees the stop reason
+        if isinstance(exit, MmioExit):
+            self.unclaimed_mmio += 1
+            if not exit.is_write:
+                self.vcpu.complete_mmio_read(b"\xff" * exit.length)
+            return None
+        if isinstance(exit, ShutdownExit):
+            return StopReason(StopKind.TRIPLE_FAULT, "triple fault (KVM_EXIT_SHUTDOWN)")
+        if isinstance(exit, InternalErrorExit):
+            what = INTERNAL_ERROR_NAMES.get(exit.suberror, f"suberror {exit.suberror}")
+            return StopReason(StopKind.INTERNAL_ERROR, f"KVM internal error: {what}")
+        if isinstance(exit, FailEntryExit):
+            return StopReason(StopKind.FAIL_ENTRY, "the CPU refused to enter the guest "
+                              f"(hardware entry failure reason {exit.hardware_reason:#x})")
+        if isinstance(exit, SystemEventExit):
+            if exit.type in (uapi.KVM_SYSTEM_EVENT_SHUTDOWN, uapi.KVM_SYSTEM_EVENT_RESET):
+                return StopReason(StopKind.RESET, "the guest asked for a shutdown or reset")
+            return StopReason(StopKind.ACCEL_ERROR, f"system event {exit.type} (guest crash)")
+        if isinstance(exit, DebugExit):
+            return StopReason(StopKind.UNHANDLED_EXIT, f"debug exception at {exit.pc:#x} with no debugger attached")
+        assert isinstance(exit, UnsupportedExit)
+        return StopReason(StopKind.UNHANDLED_EXIT, f"unhandled exit {exit.name} ({exit.reason})")
+
+    def _io(self, exit: IoExit) -> None:
+        port, size = exit.port, exit.size
+        if exit.is_write:
+            self.stats.by_port[port, "out"] += 1
+            data = exit.data
+            for i in range(0, len(data), size):
+                value = int.from_bytes(data[i:i + size], "little")
+                if self.trace is not None:
+                    self.trace(f"exit IO out port={port:#06x} size={size} value={value:#x}")
+                self.ports.write(port, size, value)
+        else:
+            self.stats.by_port[port, "in"] += 1
+            self.flush_output()
+            values = [self.ports.read(port, size) for _ in range(exit.count)]
+            if self.trace is not None:
+                for value in values:
+                    self.trace(f"exit IO in  port={port:#06x} size={size} value={value:#x}")
+            self.vcpu.complete_io_in(exit, b"".join(v.to_bytes(size, "little") for v in values))
+        return None
