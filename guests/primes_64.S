@@ -3,7 +3,7 @@
 // Mode: 64-bit long mode.  Loaded at physical 0x1000 and entered there at
 // CPL0 (CS = 0x08), IF = 0.  It relies on nothing else of the VMM's entry
 // state: it builds and loads its own page tables, GDT, TSS and IDT, and its
-// own stacks, all inside its image and .bss (0x1000 up to about 0x8100).
+// own stacks, all inside its image and .bss (0x1000 up to 0x8068).
 // Output: primes below 1000000: 78498, sum 37550402023<newline>
 // Ends: the user task's exit system call, which the kernel turns into the
 // EXIT hypercall.
@@ -13,8 +13,8 @@
 // and the real work - one million bytes of sieve - runs in user mode.
 //
 // Memory used (physical = virtual, identity-mapped):
-//   0x1000..       this image: code, then the GDT (.data), then .bss
-//   .bss           PML4, PDPT, PD, IDT, kernel stack, user stack, TSS
+//   0x1000         this image: code, then the GDT (.data)
+//   0x2000-0x8067  .bss: PML4, PDPT, PD, IDT, kernel stack, user stack, TSS
 //   0x100000       the sieve: one byte per number, 0..999999 (~0.95 MiB)
 // Guest RAM must be at least 2 MiB; the page tables map the first 4 MiB.
 //
@@ -23,6 +23,8 @@
 //   RAX = 0 (exit):  stop the machine.
 //   any other RAX:   returns RAX = -1.
 //   Every register except RAX is preserved; write preserves RAX too.
+// The kernel also accepts the call arriving as #UD at the int instruction,
+// which is how the kvm-pvm host delivers it (see ud_entry).
 
 #include "abi.h"
 
@@ -56,6 +58,11 @@
 
 #define IDT_ENTRIES     256
 #define SYSCALL_VECTOR  0x80
+#define VECTOR_UD       6           /* invalid opcode */
+#define GATE_DPL3       0xEE00      /* present, DPL 3, type 0xE: 64-bit interrupt gate
+                                       (IF stays 0 in the handler) */
+#define GATE_DPL0       0x8E00      /* the same with DPL 0 */
+#define INT80_OPCODE    0x80CD      /* the bytes CD 80 of int $0x80, as a little-endian word */
 #define RFLAGS_USER     0x002       /* bit 1 is always 1; IF = 0, IOPL = 0 */
 
 #define SYS_EXIT    0
@@ -147,19 +154,17 @@ reload_cs:
     mov     $TSS_SEL, %ax
     ltr     %ax
 
-// ---- 4. IDT: one gate, vector 0x80, callable from ring 3 ------------------
-    // Every other gate stays zero (not present): any fault ends the guest
-    // with a triple fault, which the VMM reports with the faulting state.
-    lea     idt+SYSCALL_VECTOR*16(%rip), %rdi
-    lea     syscall_entry(%rip), %rax
-    mov     %ax, (%rdi)             // offset[15:0]
-    movw    $KERNEL_CS, 2(%rdi)     // the handler runs in the kernel code segment
-    movw    $0xEE00, 4(%rdi)        // IST 0; present, DPL 3, type 0xE interrupt
-                                    // gate (IF stays 0 inside the handler)
-    shr     $16, %rax
-    mov     %ax, 6(%rdi)            // offset[31:16]
-    shr     $16, %rax
-    mov     %eax, 8(%rdi)           // offset[63:32]; bytes 12..15 stay 0
+// ---- 4. IDT: the system call gate, plus #UD for hosts that need it ---------
+    // Every other gate stays zero (not present): any other fault ends the
+    // guest with a triple fault, which the VMM reports with the faulting state.
+    mov     $SYSCALL_VECTOR, %edi
+    lea     syscall_entry(%rip), %rsi
+    mov     $GATE_DPL3, %edx        // int $0x80 is allowed from ring 3
+    call    set_gate
+    mov     $VECTOR_UD, %edi
+    lea     ud_entry(%rip), %rsi
+    mov     $GATE_DPL0, %edx        // exceptions ignore the gate's DPL
+    call    set_gate
     lidt    idtr(%rip)
 
 // ---- 5. drop to ring 3: IRETQ pops RIP, CS, RFLAGS, RSP, SS ----------------
@@ -170,6 +175,44 @@ reload_cs:
     pushq   $(USER_CS | RPL3)       // CS: CPL becomes 3
     lea     user_main(%rip), %rax
     push    %rax                    // RIP
+    iretq
+
+// set_gate: IDT[EDI] = 64-bit interrupt gate to RSI in the kernel code
+// segment, with the type/attribute word DX.  Clobbers RAX and RDI.
+set_gate:
+    shl     $4, %rdi                // 16 bytes per gate
+    lea     idt(%rip), %rax
+    add     %rax, %rdi
+    mov     %rsi, %rax
+    mov     %ax, (%rdi)             // offset[15:0]
+    movw    $KERNEL_CS, 2(%rdi)     // selector
+    mov     %dx, 4(%rdi)            // IST 0, then P / DPL / type
+    shr     $16, %rax
+    mov     %ax, 6(%rdi)            // offset[31:16]
+    shr     $16, %rax
+    mov     %eax, 8(%rdi)           // offset[63:32]; bytes 12..15 stay 0
+    ret
+
+// ---- #UD: int $0x80 arriving as an invalid-opcode fault (ring 0) ---------
+// Measured on the kvm-pvm host (DESIGN.md), where ring-3 code runs natively:
+// every `int n` executed in ring 3 is delivered to the guest as #UD, with RIP
+// still at the int instruction.  So a #UD whose RIP points at the two bytes
+// of `int $0x80` is that system call: step over it, as a real software
+// interrupt would have, and handle it.  On other CPUs this never runs.
+ud_entry:
+    push    %rbx
+    mov     8(%rsp), %rbx           // the faulting RIP (no error code for #UD)
+    cmpw    $INT80_OPCODE, (%rbx)
+    jne     ud_genuine
+    addq    $2, 8(%rsp)             // return past the int
+    pop     %rbx
+    jmp     syscall_entry
+ud_genuine:
+    // A real invalid opcode.  Take every gate away and return to it: the
+    // fault repeats, cannot be delivered, and the VMM reports a triple fault
+    // with the registers of the faulting instruction itself.
+    pop     %rbx
+    lidt    null_idtr(%rip)
     iretq
 
 // ---- the system call handler (ring 0) -------------------------------------
@@ -358,6 +401,9 @@ gdtr:
 idtr:
     .word   IDT_ENTRIES * 16 - 1
     .quad   idt
+null_idtr:                          // no gates at all (see ud_genuine)
+    .word   0
+    .quad   0
 
 // ---- zeroed at start-up by _start ------------------------------------------
     .bss

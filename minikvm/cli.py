@@ -216,8 +216,8 @@ def _sigterm(signum: int, frame: object) -> None:
 
 
 def run_guests(specs: list, args: argparse.Namespace) -> int:
-    from .devices.input import InputBuffer
     from .console import GuestOutput, Keyboard, OutputMux
+    from .devices.input import InputBuffer
     from .kvm.system import Kvm
     from .machine import Machine, MachineConfig, RunResult, run_machines
 

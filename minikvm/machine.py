@@ -23,12 +23,12 @@ from .devices import layout as ports
 from .devices.bus import Bus
 from .devices.hypercall import HypercallPort
 from .devices.input import EofWatch, InputBuffer
-from .devices.legacy import DebugExit, FastA20, I8042, NullDevice
+from .devices.legacy import I8042, DebugExit, FastA20, NullDevice
 from .devices.uart import IER_ETBEI, MCR_LOOP, Uart16550
 from .kvm.exits import InternalErrorExit
 from .kvm.system import Kvm, KvmError, Vcpu
 from .memory import GuestMemory
-from .probe import kvm_facts
+from .probe import io_exit_rip_after_insn, kvm_facts
 from .runloop import RunLoop
 from .stop import StopKind, StopReason
 
@@ -225,7 +225,7 @@ class Machine:
                           "(RIP=0xfff0, CS=0xf000): this host re-initialises the vCPU after a triple "
                           "fault, so the fault location is lost"]
         rip = regs.rip
-        if stop.kind is StopKind.UNKNOWN_HYPERCALL and kvm_facts().io_exit_rip_after_insn:
+        if stop.kind is StopKind.UNKNOWN_HYPERCALL and io_exit_rip_after_insn():
             rip = self._out_instruction_before(sregs.cs.base + rip) - sregs.cs.base
         stop = replace(stop, rip=rip)
         if stop.clean:
@@ -283,7 +283,7 @@ def run_machines(machines: list[Machine], timeout: float | None = None,
     def worker(index: int, machine: Machine) -> None:
         try:
             result = machine.run()
-        except Exception as err:  # noqa: BLE001 - a bug must not hang the other guests
+        except Exception as err:
             result = RunResult(machine.name, StopReason(StopKind.ACCEL_ERROR, f"internal error: {err!r}"),
                                machine.stats, 0.0)
         with done:

@@ -32,7 +32,6 @@ class KvmFacts:
     triple_fault_event: bool
     guest_debug: bool
     max_vcpus: int
-    io_exit_rip_after_insn: bool  # True: RIP has moved past the OUT at the exit
 
 
 @functools.cache
@@ -47,13 +46,15 @@ def kvm_facts() -> KvmFacts:
                         coalesced_pio=bool(caps["COALESCED_PIO"]), sync_regs=bool(caps["SYNC_REGS"]),
                         immediate_exit=bool(caps["IMMEDIATE_EXIT"]),
                         triple_fault_event=bool(caps["X86_TRIPLE_FAULT_EVENT"]),
-                        guest_debug=bool(caps["SET_GUEST_DEBUG"]), max_vcpus=caps["MAX_VCPUS"],
-                        io_exit_rip_after_insn=_probe_io_rip(kvm))
+                        guest_debug=bool(caps["SET_GUEST_DEBUG"]), max_vcpus=caps["MAX_VCPUS"])
     finally:
         kvm.close()
 
 
-def _probe_io_rip(kvm: Kvm) -> bool:
+@functools.cache
+def io_exit_rip_after_insn() -> bool:
+    """Has RIP moved past the OUT when KVM reports a port-I/O exit? (Only stop reports ask.)"""
+    kvm = Kvm()
     memory = GuestMemory([(0, 0x1000)])
     vm = kvm.create_vm()
     vcpu = None
@@ -73,3 +74,4 @@ def _probe_io_rip(kvm: Kvm) -> bool:
             vcpu.close()
         vm.close()
         memory.close()
+        kvm.close()
