@@ -1,0 +1,90 @@
+"""Running real guests in-process on the real accelerator, with their output captured."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from minikvm.arch.x86.state import Mode
+from minikvm.boot import layout
+from minikvm.boot.bundled import BundledGuest, find_bundled
+from minikvm.devices.input import InputBuffer
+from minikvm.kvm.system import Kvm
+from minikvm.machine import GuestSpec, Machine, MachineConfig, RunResult, run_machines
+
+
+@dataclass
+class Outcome:
+    result: RunResult
+    output: bytes
+
+    def explain(self) -> str:
+        """Shown when an assertion fails: the guest output and the stop report."""
+        return "\n".join([f"output: {self.output!r}", self.result.summary(), *self.result.report])
+
+
+def default_memory(mode: Mode) -> int:
+    return layout.REAL_MEMORY if mode is Mode.REAL else layout.PM_MEMORY
+
+
+def spec_for(name: str, image: bytes, mode: Mode, memory: int | None = None) -> GuestSpec:
+    return GuestSpec(name, f"<{name}>", image, mode, memory or default_memory(mode))
+
+
+def bundled_spec(name: str) -> GuestSpec:
+    guest: BundledGuest | None = find_bundled(name)
+    assert guest is not None, name
+    if not guest.path.exists():
+        pytest.fail(f"bundled guest {name} is not built: run 'make guests'")
+    return spec_for(name, guest.path.read_bytes(), guest.mode)
+
+
+def run_specs(specs: list[GuestSpec], stdin: bytes | None = b"", timeout: float = 60,
+              grace: float = 0.2) -> list[Outcome]:
+    """Run guests in parallel, one VM each; `stdin` goes to the first guest (None: input stays open)."""
+    kvm = Kvm()
+    outputs: list[bytearray] = [bytearray() for _ in specs]
+    machines: list[Machine] = []
+    try:
+        for index, spec in enumerate(specs):
+            buffer = InputBuffer()
+            if index == 0 and stdin is not None:
+                buffer.feed(stdin)
+            if index > 0 or stdin is not None:
+                buffer.close()
+            machines.append(Machine(MachineConfig(spec, input_grace=grace), kvm, outputs[index].extend, buffer))
+        results = run_machines(machines, timeout=timeout)
+    finally:
+        for machine in machines:
+            machine.close()
+        kvm.close()
+    return [Outcome(r, bytes(o)) for r, o in zip(results, outputs, strict=True)]
+
+
+def run_one(spec: GuestSpec, **kwargs: object) -> Outcome:
+    return run_specs([spec], **kwargs)[0]  # type: ignore[arg-type]
+
+
+def symbol_address(elf: Path, symbol: str) -> int:
+    """A symbol's address from the guest's ELF (nm), so tests do not hard-code addresses."""
+    out = subprocess.run(["nm", str(elf)], check=True, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == symbol:
+            return int(parts[0], 16)
+    raise AssertionError(f"{symbol} not in {elf}")
+
+
+def assemble(tmp_path: Path, source: str, bits: int, load: int = 0) -> bytes:
+    """Assemble a tiny test guest with binutils into a flat binary."""
+    src = tmp_path / "guest.S"
+    src.write_text(source)
+    obj, elf, binary = tmp_path / "guest.o", tmp_path / "guest.elf", tmp_path / "guest.bin"
+    as_flag, ld_emul = ("--64", "elf_x86_64") if bits == 64 else ("--32", "elf_i386")
+    subprocess.run(["as", as_flag, "-o", str(obj), str(src)], check=True)
+    subprocess.run(["ld", "-m", ld_emul, f"-Ttext={load:#x}", "-o", str(elf), str(obj)], check=True)
+    subprocess.run(["objcopy", "-O", "binary", str(elf), str(binary)], check=True)
+    return binary.read_bytes()

@@ -1,0 +1,143 @@
+"""Every way a guest can end, on KVM, with tiny guests assembled here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from minikvm.arch.x86.state import Mode
+from minikvm.stop import StopKind
+
+from .harness import assemble, run_one, spec_for
+
+REAL = ".code16\n"
+
+
+def real_guest(tmp_path: Path, body: str) -> bytes:
+    return assemble(tmp_path, REAL + body, 16)
+
+
+def test_spinning_guest_is_stopped_by_the_timeout(tmp_path: Path) -> None:
+    outcome = run_one(spec_for("spin", real_guest(tmp_path, "1: jmp 1b\n"), Mode.REAL), timeout=0.5)
+    assert outcome.result.stop.kind is StopKind.TIMEOUT and outcome.result.stop.status == 124
+    assert 0.4 < outcome.result.wall_seconds < 10
+
+
+def test_keyboard_controller_reset_is_a_clean_stop(tmp_path: Path) -> None:
+    outcome = run_one(spec_for("reset", real_guest(tmp_path, "mov $0xfe, %al\nout %al, $0x64\nhlt\n"), Mode.REAL))
+    assert outcome.result.stop.kind is StopKind.RESET and outcome.result.stop.clean
+
+
+@pytest.mark.parametrize(("code", "clean"), [(0, True), (3, False)])
+def test_debug_exit_port_carries_the_guest_status(tmp_path: Path, code: int, clean: bool) -> None:
+    guest = real_guest(tmp_path, f"mov ${code}, %al\nout %al, $0xf4\nhlt\n")
+    stop = run_one(spec_for("dbgexit", guest, Mode.REAL)).result.stop
+    assert stop.kind is StopKind.DEBUG_EXIT and stop.exit_code == code and stop.clean is clean
+
+
+def test_getchar_echo_from_piped_input(tmp_path: Path) -> None:
+    # GETCHAR until 'q', PUTCHAR each byte, then EXIT.
+    guest = real_guest(tmp_path, """
+        mov $0x500, %dx
+    next:
+        mov $2, %al
+        out %al, %dx
+        in %dx, %al
+        cmp $0xff, %al
+        je next
+        cmp $'q', %al
+        je done
+        mov %al, %bl
+        mov $1, %al
+        out %al, %dx
+        jmp next
+    done:
+        mov $0, %al
+        out %al, %dx
+    """)
+    outcome = run_one(spec_for("echo", guest, Mode.REAL), stdin=b"abcq")
+    assert outcome.output == b"abc" and outcome.result.stop.kind is StopKind.EXIT_HYPERCALL
+
+
+def test_guest_waiting_for_input_after_eof_is_stopped(tmp_path: Path) -> None:
+    guest = real_guest(tmp_path, """
+        mov $0x500, %dx
+    poll:
+        mov $2, %al
+        out %al, %dx
+        in %dx, %al
+        jmp poll
+    """)
+    outcome = run_one(spec_for("eof", guest, Mode.REAL), stdin=b"", grace=0.2)
+    stop = outcome.result.stop
+    assert stop.kind is StopKind.INPUT_EOF and stop.status == 1, outcome.explain()
+    assert "input" in stop.message
+
+
+def test_uart_input_reaches_a_polling_guest(tmp_path: Path) -> None:
+    # Poll LSR.DR, read RBR, write it back to THR, stop on '.'.
+    guest = real_guest(tmp_path, """
+    wait:
+        mov $0x3fd, %dx
+        in %dx, %al
+        test $1, %al
+        jz wait
+        mov $0x3f8, %dx
+        in %dx, %al
+        cmp $'.', %al
+        je done
+        out %al, %dx
+        jmp wait
+    done:
+        hlt
+    """)
+    outcome = run_one(spec_for("uart-echo", guest, Mode.REAL), stdin=b"serial works.")
+    assert outcome.output == b"serial works" and outcome.result.stop.kind is StopKind.HALT
+
+
+def test_triple_fault_in_protected_mode_reports_the_faulting_state(tmp_path: Path) -> None:
+    # ud2 with the ABI's empty IDT: #UD cannot be delivered → #DF → shutdown.
+    guest = assemble(tmp_path, ".code32\nmov $0x1234, %eax\nud2\n", 32, load=0x1000)
+    outcome = run_one(spec_for("ud2", guest, Mode.PROTECTED))
+    result = outcome.result
+    assert result.stop.kind is StopKind.TRIPLE_FAULT and result.stop.status == 1
+    report = "\n".join(result.report)
+    if "reset state" in report:  # AMD SVM: the registers say nothing about the fault
+        assert "0xfff0" in report
+    else:
+        assert result.stop.rip == 0x1005 and "ud2" in result.report[0], outcome.explain()
+        assert "RAX=00001234" in report and "CR0=" in report
+
+
+def test_long_mode_guest_at_native_speed_sees_its_own_cpu_state(tmp_path: Path) -> None:
+    # Read CR0/CR4/EFER as the guest sees them and print whether PG, PAE and LMA are set.
+    guest = assemble(tmp_path, """
+        .code64
+        mov %cr0, %rax
+        bt $31, %rax
+        setc %bl
+        add $'0', %bl
+        call put
+        mov %cr4, %rax
+        bt $5, %rax
+        setc %bl
+        add $'0', %bl
+        call put
+        mov $0xc0000080, %ecx
+        rdmsr
+        bt $10, %eax
+        setc %bl
+        add $'0', %bl
+        call put
+        mov $0, %al
+        mov $0x500, %dx
+        out %al, %dx
+    put:
+        mov $1, %al
+        mov $0x500, %dx
+        out %al, %dx
+        ret
+    """, 64, load=0x1000)
+    outcome = run_one(spec_for("lm-state", guest, Mode.LONG))
+    assert outcome.output == b"111" and outcome.result.stop.kind is StopKind.EXIT_HYPERCALL, outcome.explain()
