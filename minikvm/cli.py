@@ -13,7 +13,7 @@ import re
 import resource
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import NoReturn
@@ -244,6 +244,8 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
             raise UsageError(f"--log-dir {args.log_dir}: {err.strerror}") from None
 
     with ExitStack() as stack:
+        # From here on SIGTERM unwinds like Ctrl-C, so every cleanup below runs.
+        stack.callback(signal.signal, signal.SIGTERM, signal.signal(signal.SIGTERM, _sigterm))
         kvm = Kvm()
         stack.callback(kvm.close)
         inputs = [InputBuffer() for _ in specs]
@@ -277,8 +279,6 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
             buffer.close()
         keyboard = stack.enter_context(Keyboard(inputs[0], quit_all, message=say))
         keyboard_tty = keyboard.is_tty
-        previous = signal.signal(signal.SIGTERM, _sigterm)
-        stack.callback(signal.signal, signal.SIGTERM, previous)
         results = run_machines(machines, timeout=args.timeout, on_result=report)
     return exit_status([r.stop for r in results])
 
@@ -299,11 +299,16 @@ def list_guests() -> int:
     return 0
 
 
-def _guarded(action) -> int:
+def _guarded(action: Callable[[], int]) -> int:
+    """Run a command: minikvm's own errors are one line and status 2; an interrupt
+    before or after the guests ran is status 130."""
     try:
         return action()
     except MinikvmError as err:
         _fail(str(err))
+    except KeyboardInterrupt as interrupt:
+        sys.stderr.write(f"minikvm: {interrupt or 'interrupted'}\n")
+        return 130
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,8 +23,9 @@ _COLOURS = ("32", "36", "33", "35", "34", "92", "96", "93", "95", "94", "31", "9
 _RESET = b"\x1b[0m"
 
 CTRL_A = 0x01
-HELP = ("\r\nminikvm keys: Ctrl-A X quit, Ctrl-A H this help, Ctrl-A Ctrl-A send Ctrl-A; "
-        "everything else goes to the guest\r\n")
+CTRL_C = 0x03
+HELP = ("\r\nminikvm keys: Ctrl-A X quit, Ctrl-A H this help, Ctrl-A Ctrl-A send Ctrl-A, "
+        "Ctrl-A C send Ctrl-C; Ctrl-C stops minikvm; everything else goes to the guest\r\n")
 
 
 def colour_for(index: int) -> bytes:
@@ -119,9 +120,13 @@ class Keyboard:
         if self.is_tty:
             self._saved = termios.tcgetattr(self.fd)
             tty.setraw(self.fd, termios.TCSANOW)
-            # Keep output post-processing so a guest's "\n" still starts a new line.
             attrs = termios.tcgetattr(self.fd)
+            # Keep output post-processing so a guest's "\n" still starts a new line,
+            # and Ctrl-C as SIGINT so a runaway guest can always be stopped; Ctrl-Z
+            # and Ctrl-\ are disabled (a suspended VMM would leave the shell raw).
             attrs[1] |= termios.OPOST | termios.ONLCR
+            attrs[3] |= termios.ISIG
+            attrs[6][termios.VSUSP] = attrs[6][termios.VQUIT] = b"\0"
             termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
         self._thread = threading.Thread(target=self._pump, name="stdin", daemon=True)
         self._thread.start()
@@ -175,6 +180,8 @@ class Keyboard:
                     self.message(HELP)
                 elif byte == CTRL_A:
                     out.append(CTRL_A)
+                elif byte in (ord("c"), ord("C")):
+                    out.append(CTRL_C)
             elif byte == CTRL_A:
                 self._escape = True
             else:

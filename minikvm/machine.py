@@ -307,9 +307,10 @@ def run_machines(machines: list[Machine], timeout: float | None = None,
                     deadline = None
                     continue
                 done.wait(remaining if remaining is not None else 0.5)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        why = str(interrupt) or "interrupted (Ctrl-C)"
         for machine in machines:
-            machine.request_stop(StopReason(StopKind.INTERRUPTED, "interrupted (Ctrl-C)"))
+            machine.request_stop(StopReason(StopKind.INTERRUPTED, why))
     finally:
         for thread in threads:
             if thread.ident is not None:
