@@ -217,6 +217,8 @@ def _sigterm(signum: int, frame: object) -> None:
 
 def run_guests(specs: list, args: argparse.Namespace) -> int:
     from .console import GuestOutput, Keyboard, OutputMux
+    from .debug.report import stop_line, stop_report
+    from .debug.stats import stats_report
     from .devices.input import InputBuffer
     from .kvm.system import Kvm
     from .machine import Machine, MachineConfig, RunResult, run_machines
@@ -269,9 +271,9 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
 
         def report(result: RunResult) -> None:
             outputs[[m.name for m in machines].index(result.name)].flush()
-            lines = [result.summary(), *result.report]
+            lines = [stop_line(result), *stop_report(result)]
             if args.stats:
-                lines += result.stats.report(result.unclaimed)
+                lines += stats_report(result.stats, result.unclaimed)
             say("".join(f"{line}\n" for line in lines))
 
         # Input goes to the first guest; the others see end of input.

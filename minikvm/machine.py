@@ -13,12 +13,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from .arch.x86.cpustate import apply_to_sregs, regs_to_kvm
+from .arch.x86.cpustate import apply_to_sregs, is_reset_state, regs_to_kvm
 from .arch.x86.state import BootState, Mode
 from .boot.flat import load_flat
-from .debug.disasm import bits_for, describe_instruction
-from .debug.dump import is_reset_state, register_dump
-from .debug.stats import ExitStats
 from .devices import layout as ports
 from .devices.bus import Bus
 from .devices.hypercall import HypercallPort
@@ -27,9 +24,10 @@ from .devices.legacy import I8042, DebugExit, FastA20, NullDevice
 from .devices.uart import IER_ETBEI, MCR_LOOP, Uart16550
 from .kvm.exits import InternalErrorExit
 from .kvm.system import Kvm, KvmError, Vcpu
+from .kvm.uapi import kvm_regs, kvm_sregs
 from .memory import GuestMemory
 from .probe import io_exit_rip_after_insn, kvm_facts
-from .runloop import RunLoop
+from .runloop import ExitStats, RunLoop
 from .stop import StopKind, StopReason
 
 # KVM on Intel needs three pages for the real-mode TSS somewhere the guest
@@ -59,19 +57,25 @@ class MachineConfig:
 
 
 @dataclass
+class CpuSnapshot:
+    """The vCPU as it was when the guest stopped, for the stop report."""
+
+    mode: Mode
+    regs: kvm_regs
+    sregs: kvm_sregs
+    code: bytes  # the instruction bytes at `rip` (KVM's own copy when it gave one)
+    reset_state: bool  # the registers are the CPU's reset state, not the fault's
+
+
+@dataclass
 class RunResult:
     name: str
     stop: StopReason
     stats: ExitStats
     wall_seconds: float
-    report: list[str] = field(default_factory=list)  # register dump etc. for abnormal stops
+    snapshot: CpuSnapshot | None = None  # taken for abnormal stops
     unclaimed: Counter[tuple[int, str]] = field(default_factory=Counter)
     accel: str = "kvm"
-
-    def summary(self) -> str:
-        where = f" at {self.stop.rip:#x}" if self.stop.rip is not None and "at 0x" not in self.stop.message else ""
-        return (f"{self.name}: {self.stop.message}{where} after {self.stats.exits} exits, "
-                f"{self.wall_seconds * 1e3:.1f} ms")
 
 
 class _HypercallAdapter:
@@ -210,35 +214,30 @@ class Machine:
         except KvmError as err:
             stop = StopReason(StopKind.ACCEL_ERROR, f"accelerator failure: {err}")
         wall = time.perf_counter() - started
-        stop, report = self._explain(stop)
-        return RunResult(self.name, stop, self.stats, wall, report, self.ports.unclaimed)
+        stop, snapshot = self._snapshot(stop)
+        return RunResult(self.name, stop, self.stats, wall, snapshot, self.ports.unclaimed)
 
-    def _explain(self, stop: StopReason) -> tuple[StopReason, list[str]]:
+    def _snapshot(self, stop: StopReason) -> tuple[StopReason, CpuSnapshot | None]:
         """Where the guest stopped, and for abnormal stops the state that shows why."""
         vcpu = self.vcpu
         assert vcpu is not None
         if stop.kind in (StopKind.TIMEOUT, StopKind.INTERRUPTED):
-            return stop, []
+            return stop, None
         regs, sregs = vcpu.get_regs(), vcpu.get_sregs()
-        if stop.kind is StopKind.TRIPLE_FAULT and is_reset_state(regs, sregs):
-            return stop, ["the registers read after the shutdown are the CPU's reset state "
-                          "(RIP=0xfff0, CS=0xf000): this host re-initialises the vCPU after a triple "
-                          "fault, so the fault location is lost"]
+        reset = stop.kind is StopKind.TRIPLE_FAULT and is_reset_state(regs, sregs)
         rip = regs.rip
         if stop.kind is StopKind.UNKNOWN_HYPERCALL and io_exit_rip_after_insn():
             rip = self._out_instruction_before(sregs.cs.base + rip) - sregs.cs.base
-        stop = replace(stop, rip=rip)
+        if not reset:
+            stop = replace(stop, rip=rip)
         if stop.clean:
-            return stop, []
-        report = []
-        bits = bits_for(self.boot.mode, bool(sregs.cs.db), bool(sregs.cs.l))
+            return stop, None
         exit = self.loop.last_exit
         code = exit.insn_bytes if isinstance(exit, InternalErrorExit) and exit.insn_bytes else None
         if code is None:
-            code = self._read_code(sregs.cs.base + rip)
-        report.append(f"instruction at {rip:#x}: {describe_instruction(code, rip, bits)}")
-        report.extend(register_dump(regs, sregs))
-        return stop, report
+            code = b"" if reset else self._read_code(sregs.cs.base + rip)
+        regs.rip = rip
+        return stop, CpuSnapshot(self.boot.mode, regs, sregs, code, reset)
 
     def _read_code(self, linear: int, length: int = 15) -> bytes:
         if self.boot.mode is Mode.PAGING:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from .arch.x86.registers import RFLAGS_IF
-from .debug.stats import ExitStats
 from .devices.bus import Bus
 from .kvm import uapi
 from .kvm.exits import (
@@ -36,6 +37,18 @@ INTERNAL_ERROR_NAMES = {
     uapi.KVM_INTERNAL_ERROR_DELIVERY_EV: "an event could not be delivered",
     uapi.KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON: "the hardware exited for a reason KVM does not expect",
 }
+
+
+@dataclass
+class ExitStats:
+    """What the run loop counts as it goes (debug/stats.py formats it for --stats)."""
+
+    exits: int = 0
+    by_reason: Counter[str] = field(default_factory=Counter)
+    by_port: Counter[tuple[int, str]] = field(default_factory=Counter)  # (port, "in"|"out")
+    coalesced: int = 0  # writes KVM buffered without an exit
+    guest_seconds: float = 0.0
+    vmm_seconds: float = 0.0
 
 
 class RunnableVcpu(Protocol):

@@ -16,16 +16,6 @@ _GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp",
          "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
 
 
-def is_reset_state(regs: kvm_regs, sregs: kvm_sregs) -> bool:
-    """True when the vCPU holds the architectural reset state (SDM vol. 3A §9.1.1).
-
-    AMD SVM hosts re-initialise the vCPU after a shutdown, so registers read
-    then describe the reset vector, not the fault.
-    """
-    return (regs.rip == 0xFFF0 and sregs.cs.selector == 0xF000 and sregs.cs.base == 0xFFFF0000
-            and not sregs.cr0 & 1)
-
-
 def register_dump(regs: kvm_regs, sregs: kvm_sregs) -> list[str]:
     long_mode = bool(sregs.cs.l)
     width = 16 if long_mode else 8

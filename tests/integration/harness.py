@@ -11,6 +11,7 @@ import pytest
 from minikvm.arch.x86.state import Mode
 from minikvm.boot import layout
 from minikvm.boot.bundled import BundledGuest, find_bundled
+from minikvm.debug.report import stop_line, stop_report
 from minikvm.devices.input import InputBuffer
 from minikvm.kvm.system import Kvm
 from minikvm.machine import GuestSpec, Machine, MachineConfig, RunResult, run_machines
@@ -23,7 +24,11 @@ class Outcome:
 
     def explain(self) -> str:
         """Shown when an assertion fails: the guest output and the stop report."""
-        return "\n".join([f"output: {self.output!r}", self.result.summary(), *self.result.report])
+        return "\n".join([f"output: {self.output!r}", stop_line(self.result), *self.report])
+
+    @property
+    def report(self) -> list[str]:
+        return stop_report(self.result)
 
 
 def default_memory(mode: Mode) -> int:

@@ -75,7 +75,7 @@ def test_unknown_hypercall_names_number_and_address_of_the_out() -> None:
 
     elf = find_bundled("hctest").path.with_suffix(".elf")  # type: ignore[union-attr]
     assert stop.rip == symbol_address(elf, "bad_hypercall"), outcome.explain()
-    assert "out dx, al" in outcome.result.report[0]
+    assert "out dx, al" in outcome.report[0]
     assert outcome.result.stop.status == 1
 
 

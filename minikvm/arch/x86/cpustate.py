@@ -39,3 +39,13 @@ def apply_to_sregs(state: BootState, sregs: kvm_sregs) -> kvm_sregs:
     sregs.idt.base, sregs.idt.limit = state.idt.base, state.idt.limit
     sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer = state.cr0, state.cr3, state.cr4, state.efer
     return sregs
+
+
+def is_reset_state(regs: kvm_regs, sregs: kvm_sregs) -> bool:
+    """True when the vCPU holds the architectural reset state (SDM vol. 3A §9.1.1).
+
+    AMD SVM hosts re-initialise the vCPU after a shutdown, so registers read
+    then describe the reset vector, not the fault.
+    """
+    return (regs.rip == 0xFFF0 and sregs.cs.selector == 0xF000 and sregs.cs.base == 0xFFFF0000
+            and not sregs.cr0 & 1)
