@@ -22,11 +22,12 @@ from .devices.hypercall import HypercallPort
 from .devices.input import EofWatch, InputBuffer
 from .devices.legacy import I8042, DebugExit, FastA20, NullDevice
 from .devices.uart import IER_ETBEI, MCR_LOOP, Uart16550
-from .kvm.exits import InternalErrorExit
+from .emu.cpu import Emu, EmuError, EmuVcpu
+from .kvm.exits import HltExit, InternalErrorExit, IoExit
 from .kvm.system import Kvm, KvmError, Vcpu
 from .kvm.uapi import kvm_regs, kvm_sregs
 from .memory import GuestMemory
-from .probe import io_exit_rip_after_insn, kvm_facts
+from .probe import io_exit_rip_after_insn
 from .runloop import ExitStats, RunLoop
 from .stop import StopKind, StopReason
 
@@ -81,7 +82,7 @@ class RunResult:
 class _HypercallAdapter:
     """Port 0x500 on the bus: the number is the OUT value (AL), the argument is the guest's BL."""
 
-    def __init__(self, hypercall: HypercallPort, vcpu: Vcpu) -> None:
+    def __init__(self, hypercall: HypercallPort, vcpu: Vcpu | EmuVcpu) -> None:
         self.hypercall = hypercall
         self.vcpu = vcpu
 
@@ -122,18 +123,19 @@ class _CoalescingUart:
 class Machine:
     """One guest in its own VM on KVM."""
 
-    def __init__(self, config: MachineConfig, kvm: Kvm, output: Callable[[bytes], None],
+    def __init__(self, config: MachineConfig, accel: Kvm | Emu, output: Callable[[bytes], None],
                  input: InputBuffer | None = None) -> None:
         self.config = config
         self.name = config.guest.name
         self.output = output
         self.stats = ExitStats()
         self.vm = None
-        self.vcpu: Vcpu | None = None
+        self.vcpu: Vcpu | EmuVcpu | None = None
         self._thread_ident: int | None = None
+        self.accel = accel
         self.memory = GuestMemory([(0, config.guest.memory)])
         try:
-            self._build(kvm, input)
+            self._build(accel, input)
         except BaseException:
             self.close()
             raise
@@ -142,12 +144,12 @@ class Machine:
         if self.config.trace is not None:
             self.config.trace(text)
 
-    def _build(self, kvm: Kvm, input: InputBuffer | None) -> None:
+    def _build(self, accel: Kvm | Emu, input: InputBuffer | None) -> None:
         guest = self.config.guest
         self.boot = load_flat(self.memory, guest.image, guest.mode, guest.path, guest.load, guest.entry)
         self._note(f"loaded {len(guest.image)} bytes from {guest.path} ({guest.mode.label}), "
                    f"{self.memory.size // 1024} KiB RAM, entry {self.boot.regs['rip']:#x}")
-        self.vm = kvm.create_vm()
+        self.vm = accel.create_vm()
         self.vm.set_tss_addr(KVM_TSS_ADDR)
         region = self.memory.regions[0]
         self.vm.set_user_memory_region(0, region.guest_addr, region.size, region.host_addr)
@@ -162,7 +164,7 @@ class Machine:
         vcpu = self.vcpu
         assert vcpu is not None
         # Long mode needs CPUID to admit it (KVM refuses EFER.LME otherwise).
-        vcpu.set_cpuid2(self.vm.kvm.supported_cpuid())
+        vcpu.set_cpuid2(self.accel.supported_cpuid())
         vcpu.set_sregs(apply_to_sregs(state, vcpu.get_sregs()))
         vcpu.set_regs(regs_to_kvm(state))
         self._note(f"vCPU set up for {state.mode.label}: CR0={state.cr0:#x} CR3={state.cr3:#x} "
@@ -174,7 +176,7 @@ class Machine:
         self.hypercall = HypercallPort(out, stop, input=input, eof=EofWatch(grace))
         vm = self.vm
         assert vm is not None and self.vcpu is not None
-        if kvm_facts().coalesced_pio:
+        if vm.coalesced_pio_supported():
             com1: object = _CoalescingUart(
                 self.uart, lambda: vm.register_coalesced_pio(ports.COM1.base, 1),
                 lambda: vm.unregister_coalesced_pio(ports.COM1.base, 1))
@@ -211,11 +213,11 @@ class Machine:
         started = time.perf_counter()
         try:
             stop = self.loop.run()
-        except KvmError as err:
+        except (KvmError, EmuError) as err:
             stop = StopReason(StopKind.ACCEL_ERROR, f"accelerator failure: {err}")
         wall = time.perf_counter() - started
         stop, snapshot = self._snapshot(stop)
-        return RunResult(self.name, stop, self.stats, wall, snapshot, self.ports.unclaimed)
+        return RunResult(self.name, stop, self.stats, wall, snapshot, self.ports.unclaimed, self.accel.name)
 
     def _snapshot(self, stop: StopReason) -> tuple[StopReason, CpuSnapshot | None]:
         """Where the guest stopped, and for abnormal stops the state that shows why."""
@@ -225,9 +227,7 @@ class Machine:
             return stop, None
         regs, sregs = vcpu.get_regs(), vcpu.get_sregs()
         reset = stop.kind is StopKind.TRIPLE_FAULT and is_reset_state(regs, sregs)
-        rip = regs.rip
-        if stop.kind is StopKind.UNKNOWN_HYPERCALL and io_exit_rip_after_insn():
-            rip = self._out_instruction_before(sregs.cs.base + rip) - sregs.cs.base
+        rip = self._stop_address(stop, regs.rip, sregs.cs.base)
         if not reset:
             stop = replace(stop, rip=rip)
         if stop.clean:
@@ -238,6 +238,19 @@ class Machine:
             code = b"" if reset else self._read_code(sregs.cs.base + rip)
         regs.rip = rip
         return stop, CpuSnapshot(self.boot.mode, regs, sregs, code, reset)
+
+    def _stop_address(self, stop: StopReason, rip: int, cs_base: int) -> int:
+        """The address of the instruction that ended the run, not the one after it."""
+        exit = self.loop.last_exit
+        if isinstance(exit, IoExit):
+            io_rip = getattr(self.vcpu, "io_rip", None)  # the software CPU records it
+            if io_rip is not None:
+                return io_rip
+            if io_exit_rip_after_insn():
+                return self._out_instruction_before(cs_base + rip) - cs_base
+        if isinstance(exit, HltExit) and self._read_code(cs_base + rip - 1, 1) == b"\xf4":
+            return rip - 1
+        return rip
 
     def _read_code(self, linear: int, length: int = 15) -> bytes:
         if self.boot.mode is Mode.PAGING:

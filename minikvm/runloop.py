@@ -17,6 +17,7 @@ from .arch.x86.registers import RFLAGS_IF
 from .devices.bus import Bus
 from .kvm import uapi
 from .kvm.exits import (
+    AcceleratorErrorExit,
     DebugExit,
     Exit,
     FailEntryExit,
@@ -72,6 +73,7 @@ class RunLoop:
         self.kick: Callable[[], None] = lambda: None  # set by the thread that runs us
         self.unclaimed_mmio = 0
         self.last_exit: Exit | None = None  # for the stop report
+        self._inline_seconds = 0.0
         # Called when the guest looks for input, and at the end: a prompt
         # without a newline must reach the screen before the guest waits.
         self.flush_output: Callable[[], None] = lambda: None
@@ -86,25 +88,36 @@ class RunLoop:
         self.kick()
 
     def run(self) -> StopReason:
-        vcpu, stats, dispatch = self.vcpu, self.stats, self.dispatch
+        vcpu, stats = self.vcpu, self.stats
         clock = time.perf_counter
-        by_reason = stats.by_reason
+        if hasattr(vcpu, "inline_exit"):
+            vcpu.inline_exit = self._inline  # the software CPU dispatches I/O from inside the guest slice
         while self.stop is None:
             t0 = clock()
             exit = vcpu.run()
             t1 = clock()
-            stats.exits += 1
-            by_reason[type(exit).__name__] += 1
-            self._drain_coalesced()
-            self.last_exit = exit
-            reason = dispatch(exit)
-            if reason is not None:
-                self.request_stop(reason)
-            stats.guest_seconds += t1 - t0
-            stats.vmm_seconds += clock() - t1
+            inline, self._inline_seconds = self._inline_seconds, 0.0
+            self._handle(exit)
+            stats.guest_seconds += t1 - t0 - inline
+            stats.vmm_seconds += clock() - t1 + inline
         self._drain_coalesced()
         self.flush_output()
         return self.stop
+
+    def _handle(self, exit: Exit) -> None:
+        self.stats.exits += 1
+        self.stats.by_reason[type(exit).__name__] += 1
+        self._drain_coalesced()
+        if type(exit) is not InterruptedExit:  # a kick says nothing about where the guest was
+            self.last_exit = exit
+        reason = self.dispatch(exit)
+        if reason is not None:
+            self.request_stop(reason)
+
+    def _inline(self, exit: Exit) -> None:
+        started = time.perf_counter()
+        self._handle(exit)
+        self._inline_seconds += time.perf_counter() - started
 
     def _drain_coalesced(self) -> None:
         # Writes KVM buffered without exiting happened before this exit: play
@@ -136,7 +149,7 @@ class RunLoop:
                 self.vcpu.complete_mmio_read(b"\xff" * exit.length)
             return None
         if isinstance(exit, ShutdownExit):
-            return StopReason(StopKind.TRIPLE_FAULT, "triple fault (KVM_EXIT_SHUTDOWN)")
+            return StopReason(StopKind.TRIPLE_FAULT, "triple fault (the CPU shut down)")
         if isinstance(exit, InternalErrorExit):
             what = INTERNAL_ERROR_NAMES.get(exit.suberror, f"suberror {exit.suberror}")
             return StopReason(StopKind.INTERNAL_ERROR, f"KVM internal error: {what}")
@@ -147,6 +160,8 @@ class RunLoop:
             if exit.type in (uapi.KVM_SYSTEM_EVENT_SHUTDOWN, uapi.KVM_SYSTEM_EVENT_RESET):
                 return StopReason(StopKind.RESET, "the guest asked for a shutdown or reset")
             return StopReason(StopKind.ACCEL_ERROR, f"system event {exit.type} (guest crash)")
+        if isinstance(exit, AcceleratorErrorExit):
+            return StopReason(StopKind.ACCEL_ERROR, exit.message)
         if isinstance(exit, DebugExit):
             return StopReason(StopKind.UNHANDLED_EXIT, f"debug exception at {exit.pc:#x} with no debugger attached")
         assert isinstance(exit, UnsupportedExit)

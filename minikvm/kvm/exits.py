@@ -90,5 +90,12 @@ class UnsupportedExit:
     name: str
 
 
+@dataclass(slots=True)
+class AcceleratorErrorExit:
+    """The accelerator itself cannot go on (the software CPU met something it does not model)."""
+
+    message: str
+
+
 Exit = (IoExit | MmioExit | HltExit | ShutdownExit | InternalErrorExit | FailEntryExit
-        | SystemEventExit | DebugExit | InterruptedExit | UnsupportedExit)
+        | SystemEventExit | DebugExit | InterruptedExit | UnsupportedExit | AcceleratorErrorExit)

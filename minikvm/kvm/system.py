@@ -91,6 +91,8 @@ def _explain_open_failure(path: str, err: OSError) -> KvmUnavailableError:
 class Kvm:
     """The KVM subsystem (/dev/kvm): capability checks and VM creation."""
 
+    name = "kvm"
+
     def __init__(self, path: str = KVM_DEVICE) -> None:
         try:
             self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
@@ -156,6 +158,9 @@ class Vm:
     def irq_line(self, irq: int, level: bool) -> None:
         line = uapi.kvm_irq_level(irq, int(level))
         _ioctl(self.fd, uapi.KVM_IRQ_LINE, byref(line))
+
+    def coalesced_pio_supported(self) -> bool:
+        return bool(self.check_extension(uapi.KVM_CAP_COALESCED_PIO))
 
     def register_coalesced_pio(self, port: int, size: int) -> None:
         zone = uapi.kvm_coalesced_mmio_zone(port, size, 1)

@@ -1,0 +1,1 @@
+"""The software CPU: Unicorn, plus the interrupt and exception delivery it lacks."""

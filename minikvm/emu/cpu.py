@@ -1,0 +1,430 @@
+"""The software CPU behind the same surface as kvm.system (`Emu` → `EmuVm` → `EmuVcpu`).
+
+Guest code runs in Unicorn in long slices with no per-instruction hook.
+Port I/O and MMIO are handled inline, inside Unicorn's hooks, through the
+`inline_exit` callback the run loop installs: the device answers before the
+instruction completes, as on KVM. `run()` returns only for what needs the
+loop: HLT, a triple fault, a stop request.
+
+Interrupts: when the machine attaches an interrupt controller and a timer,
+the slice ends at the timer's next deadline, and a pending vector is
+delivered through the guest's IVT/IDT before the next slice (IF=1). HLT
+with IF=1 sleeps until a timer deadline, an IRQ or a stop request.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import unicorn.x86_const as x86
+from unicorn import (
+    UC_ARCH_X86,
+    UC_HOOK_INSN,
+    UC_HOOK_INSN_INVALID,
+    UC_HOOK_INTR,
+    UC_MODE_16,
+    UC_MODE_32,
+    UC_MODE_64,
+    UC_PROT_ALL,
+    UC_PROT_EXEC,
+    UC_QUERY_TIMEOUT,
+    Uc,
+    UcError,
+)
+
+from ..arch.x86.cpustate import SEGMENT_NAMES, segment_to_kvm
+from ..arch.x86.descriptors import Segment, decode_descriptor
+from ..arch.x86.registers import CR0_PE, EFER_LMA, MSR_EFER, RFLAGS_IF
+from ..errors import MinikvmError
+from ..kvm import uapi
+from ..kvm.exits import AcceleratorErrorExit, Exit, HltExit, InterruptedExit, IoExit, ShutdownExit
+from .delivery import ChainLink, Deliverer, Event, UnsupportedDelivery
+from .guestmem import GuestView, VirtualAccessFault
+from .registers import RegisterFile
+
+_SLICE_SECONDS = 0.05  # the longest run without looking at stop requests
+_SEGMENT_IDS = {"cs": x86.UC_X86_REG_CS, "ds": x86.UC_X86_REG_DS, "es": x86.UC_X86_REG_ES,
+                "fs": x86.UC_X86_REG_FS, "gs": x86.UC_X86_REG_GS, "ss": x86.UC_X86_REG_SS}
+_UNREACHABLE = 0xFFFF_FFFF_FFFF_FFFF
+
+
+class EmuError(MinikvmError):
+    """The software CPU could not go on (the message names the unsupported feature)."""
+
+
+class InterruptController(Protocol):
+    def pending_vector(self) -> int | None: ...
+    def acknowledge(self) -> int: ...
+
+
+class Timer(Protocol):
+    def next_deadline(self) -> float | None: ...
+    def advance(self, now: float) -> int: ...
+
+
+class Emu:
+    """Stands where `kvm.system.Kvm` stands: the accelerator's root object."""
+
+    name = "emu"
+
+    def create_vm(self) -> EmuVm:
+        return EmuVm()
+
+    def supported_cpuid(self) -> list[uapi.kvm_cpuid_entry2]:
+        return []  # Unicorn answers CPUID itself
+
+    def close(self) -> None:
+        pass
+
+
+class EmuVm:
+    def __init__(self) -> None:
+        self.regions: list[tuple[int, int, int]] = []
+
+    def set_tss_addr(self, addr: int) -> None:
+        pass  # a VMX real-mode detail; nothing to do here
+
+    def set_user_memory_region(self, slot: int, guest_phys_addr: int, size: int, host_addr: int,
+                               flags: int = 0) -> None:
+        self.regions.append((guest_phys_addr, size, host_addr))
+
+    def create_vcpu(self, vcpu_id: int = 0) -> EmuVcpu:
+        return EmuVcpu(self)
+
+    def coalesced_pio_supported(self) -> bool:
+        return False  # I/O is handled inline: there is no exit to save
+
+    def close(self) -> None:
+        pass
+
+
+def _unicorn_mode(sregs: uapi.kvm_sregs) -> int:
+    if sregs.efer & EFER_LMA:
+        return UC_MODE_64
+    return UC_MODE_32 if sregs.cr0 & CR0_PE else UC_MODE_16
+
+
+class EmuVcpu:
+    def __init__(self, vm: EmuVm) -> None:
+        self.vm = vm
+        self.uc: Uc | None = None
+        self.regs: RegisterFile | None = None
+        self.inline_exit: Callable[[Exit], None] | None = None  # set by the run loop
+        self.interrupts: InterruptController | None = None
+        self.timer: Timer | None = None
+        self.chain: list[ChainLink] = []  # the exception chain, for stop reports
+        self.last_event: Event | None = None
+        self._in_data = b""
+        self._mmio_data = b""
+        self._stop_requested = False
+        self._wake = threading.Event()
+        self._result: Exit | None = None
+        self._pending_regs: uapi.kvm_regs | None = None
+        self.unclaimed_mmio = 0
+        self.io_rip: int | None = None  # address of the last IN/OUT (stop reports name it)
+
+    # --- state -------------------------------------------------------------------
+
+    def set_cpuid2(self, entries: list) -> None:
+        pass
+
+    def set_sregs(self, sregs: uapi.kvm_sregs) -> None:
+        if self.uc is None:
+            self._create(_unicorn_mode(sregs))
+        uc = self.uc
+        assert uc is not None
+        if sregs.cr0 & CR0_PE:
+            uc.reg_write(x86.UC_X86_REG_GDTR, (0, sregs.gdt.base, sregs.gdt.limit, 0))
+        uc.reg_write(x86.UC_X86_REG_IDTR, (0, sregs.idt.base, sregs.idt.limit, 0))
+        uc.reg_write(x86.UC_X86_REG_CR4, sregs.cr4)
+        uc.reg_write(x86.UC_X86_REG_CR3, sregs.cr3)
+        uc.reg_write(x86.UC_X86_REG_MSR, (MSR_EFER, sregs.efer))
+        uc.reg_write(x86.UC_X86_REG_CR0, sregs.cr0)
+        # Unicorn loads hidden segment state from the GDT (or selector*16 in
+        # real mode): the loaders put matching descriptors there.
+        for name, reg in _SEGMENT_IDS.items():
+            uc.reg_write(reg, getattr(sregs, name).selector)
+        if self._pending_regs is not None:
+            self.set_regs(self._pending_regs)
+
+    def get_sregs(self) -> uapi.kvm_sregs:
+        sregs = uapi.kvm_sregs()
+        if self.uc is None:
+            return sregs  # before the first set_sregs: nothing to report yet
+        uc = self.uc
+        protected = bool(uc.reg_read(x86.UC_X86_REG_CR0) & CR0_PE)
+        _, gdt_base, gdt_limit, _ = uc.reg_read(x86.UC_X86_REG_GDTR)
+        _, idt_base, idt_limit, _ = uc.reg_read(x86.UC_X86_REG_IDTR)
+        sregs.gdt.base, sregs.gdt.limit = gdt_base, gdt_limit
+        sregs.idt.base, sregs.idt.limit = idt_base, idt_limit
+        for name in SEGMENT_NAMES[:6]:
+            selector = uc.reg_read(_SEGMENT_IDS[name])
+            seg = self._segment(selector, protected, gdt_base, gdt_limit, code=name == "cs")
+            setattr(sregs, name, segment_to_kvm(seg))
+        tr_sel, tr_base, tr_limit, _ = uc.reg_read(x86.UC_X86_REG_TR)
+        sregs.tr = uapi.kvm_segment(base=tr_base, limit=tr_limit, selector=tr_sel, type=0xB, present=1)
+        sregs.ldt = uapi.kvm_segment(type=0x2, present=1, limit=0xFFFF)
+        for name in ("cr0", "cr2", "cr3", "cr4"):
+            setattr(sregs, name, uc.reg_read(getattr(x86, f"UC_X86_REG_{name.upper()}")))
+        sregs.efer = uc.reg_read(x86.UC_X86_REG_MSR, MSR_EFER)
+        return sregs
+
+    def _segment(self, selector: int, protected: bool, gdt_base: int, gdt_limit: int, code: bool) -> Segment:
+        if not protected:
+            return Segment.real_mode(selector, code=code)
+        if selector & ~3 == 0 or (selector & ~7) + 7 > gdt_limit:
+            return Segment(selector=selector, base=0, limit=0, type=0, present=False, unusable=True)
+        try:
+            raw = GuestView(self._engine()).read(gdt_base + (selector & ~7), 8)
+        except VirtualAccessFault:
+            return Segment(selector=selector, base=0, limit=0, type=0, present=False, unusable=True)
+        return Segment.from_descriptor(selector, decode_descriptor(raw))
+
+    def get_regs(self) -> uapi.kvm_regs:
+        if self.regs is None:
+            return self._pending_regs or uapi.kvm_regs()
+        return self.regs.to_kvm()
+
+    def set_regs(self, regs: uapi.kvm_regs) -> None:
+        if self.regs is None:
+            self._pending_regs = regs  # applied once set_sregs has chosen the engine's mode
+            return
+        self.regs.from_kvm(regs)
+
+    def exit_regs(self) -> RegisterFile:
+        """Live registers by kvm_regs name (regs.rbx), read only when asked."""
+        assert self.regs is not None
+        return self.regs
+
+    def get_msrs(self, indices: list[int]) -> dict[int, int]:
+        uc = self._engine()
+        return {index: uc.reg_read(x86.UC_X86_REG_MSR, index) for index in indices}
+
+    def set_msrs(self, values: dict[int, int]) -> None:
+        uc = self._engine()
+        for index, value in values.items():
+            uc.reg_write(x86.UC_X86_REG_MSR, (index, value))
+
+    def get_mp_state(self) -> int:
+        return uapi.KVM_MP_STATE_RUNNABLE
+
+    # --- interrupts ---------------------------------------------------------------
+
+    def attach_interrupts(self, controller: InterruptController, timer: Timer) -> None:
+        self.interrupts = controller
+        self.timer = timer
+
+    def interrupt_raised(self) -> None:
+        """The interrupt controller's output may have risen (any thread): end the slice."""
+        self._wake.set()
+        if self.uc is not None:
+            self.uc.emu_stop()
+
+    # --- running ----------------------------------------------------------------------
+
+    def request_exit(self) -> None:
+        self._stop_requested = True
+        self.interrupt_raised()
+
+    def complete_io_in(self, exit: IoExit, data: bytes) -> None:
+        self._in_data = data
+
+    def complete_mmio_read(self, data: bytes) -> None:
+        self._mmio_data = data
+
+    def drain_coalesced(self) -> list[tuple[int, bool, bytes]]:
+        return []
+
+    def run(self) -> Exit:
+        uc, regs = self._engine(), self.regs
+        assert regs is not None
+        while True:
+            if self._stop_requested:
+                return InterruptedExit()
+            if self._result is not None:
+                result, self._result = self._result, None
+                return result
+            self._service_timer()
+            if self._deliver_pending_interrupt():
+                continue
+            self._wake.clear()
+            slice_end = time.monotonic() + _SLICE_SECONDS
+            deadline = self.timer.next_deadline() if self.timer is not None else None
+            if deadline is not None:
+                slice_end = min(slice_end, deadline)
+            timeout_us = max(int((slice_end - time.monotonic()) * 1e6), 100)
+            try:
+                uc.emu_start(regs.ip, _UNREACHABLE, timeout=timeout_us)
+            except UcError as err:
+                return self._engine_error(err)
+            if self._result is not None or self._stop_requested:
+                continue
+            if uc.query(UC_QUERY_TIMEOUT) or self._wake.is_set():
+                continue  # a timer deadline or an IRQ: service it at the top
+            # Unicorn returns by itself only after HLT, with EIP past it.
+            if not regs.flags & RFLAGS_IF:
+                return HltExit()
+            self._sleep_until_interrupt()
+
+    def _sleep_until_interrupt(self) -> None:
+        """HLT with IF=1: nothing runs until a timer deadline, an IRQ or a stop request."""
+        while not self._stop_requested:
+            if self._interrupt_ready():
+                return
+            deadline = self.timer.next_deadline() if self.timer is not None else None
+            wait = _SLICE_SECONDS if deadline is None else max(0.0, min(deadline - time.monotonic(), _SLICE_SECONDS))
+            self._wake.wait(wait)
+            self._wake.clear()
+            self._service_timer()
+
+    def _service_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.advance(time.monotonic())
+
+    def _interrupt_ready(self) -> bool:
+        return self.interrupts is not None and self.interrupts.pending_vector() is not None
+
+    def _deliver_pending_interrupt(self) -> bool:
+        if self.interrupts is None or self.regs is None or not self.regs.flags & RFLAGS_IF:
+            return False
+        if self.interrupts.pending_vector() is None:
+            return False
+        vector = self.interrupts.acknowledge()
+        self._deliver(Event(vector, external=True))
+        return True
+
+    # --- hooks (run inside emu_start) ------------------------------------------------------
+
+    def _create(self, mode: int) -> None:
+        uc = Uc(UC_ARCH_X86, mode)
+        for guest_addr, size, host_addr in self.vm.regions:
+            uc.mem_map_ptr(guest_addr, size, UC_PROT_ALL, host_addr)
+        self._map_mmio_holes(uc, mode)
+        uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, x86.UC_X86_INS_IN)
+        uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, x86.UC_X86_INS_OUT)
+        uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
+        uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
+        self.uc = uc
+        self.regs = RegisterFile(uc, mode)
+        self.view = GuestView(uc)
+        self.deliverer = Deliverer(uc, self.regs, self.view)
+        self.chain = self.deliverer.chain
+
+    def _map_mmio_holes(self, uc: Uc, mode: int) -> None:
+        """Physical addresses without RAM become MMIO to nowhere (reads all-ones), as on KVM."""
+        top = 1 << 32 if mode != UC_MODE_16 else 1 << 21
+        start = 0
+        for guest_addr, size, _ in sorted(self.vm.regions):
+            if guest_addr > start:
+                uc.mmio_map(start, guest_addr - start, self._mmio_read, None, self._mmio_write, None)
+            start = guest_addr + size
+        if start < top:
+            uc.mmio_map(start, top - start, self._mmio_read, None, self._mmio_write, None)
+
+    def _exit(self, exit: Exit) -> None:
+        assert self.inline_exit is not None, "the run loop installs inline_exit before running"
+        self.inline_exit(exit)
+        if self._stop_requested:
+            self._engine().emu_stop()
+
+    def _on_out(self, uc: Uc, port: int, size: int, value: int, _: object) -> None:
+        self.io_rip = self.regs.ip  # type: ignore[union-attr]  # Unicorn calls I/O hooks at the instruction
+        self._exit(IoExit(port, size, 1, True, value.to_bytes(size, "little")))
+
+    def _on_in(self, uc: Uc, port: int, size: int, _: object) -> int:
+        self.io_rip = self.regs.ip  # type: ignore[union-attr]
+        self._in_data = b""
+        self._exit(IoExit(port, size, 1, False))
+        return int.from_bytes(self._in_data[:size], "little")
+
+    def _mmio_read(self, uc: Uc, offset: int, size: int, _: object) -> int:
+        self.unclaimed_mmio += 1
+        self._mmio_data = b"\xff" * size
+        return int.from_bytes(self._mmio_data[:size], "little")
+
+    def _mmio_write(self, uc: Uc, offset: int, size: int, value: int, _: object) -> None:
+        self.unclaimed_mmio += 1
+
+    def _on_interrupt(self, uc: Uc, vector: int, _: object) -> None:
+        # INT3, INTO and INT n (n >= 32) are software interrupts (gate DPL is
+        # checked); below 32 Unicorn reports CPU exceptions. An explicit
+        # `int $13` is indistinguishable here and is treated as the exception.
+        if vector in (3, 4) or vector >= 32:
+            event = Event(vector, software=True)
+        else:
+            event = Event(vector, self._error_code(vector))
+        self._deliver(event)
+
+    def _on_invalid(self, uc: Uc, _: object) -> bool:
+        self._deliver(Event(6))
+        return True
+
+    def _deliver(self, event: Event) -> None:
+        self.last_event = event
+        try:
+            delivered = self.deliverer.deliver(event)
+        except UnsupportedDelivery as err:
+            self._result = AcceleratorErrorExit(f"the software CPU does not model {err}")
+            self._engine().emu_stop()
+            return
+        if not delivered:
+            self._result = ShutdownExit()
+            self._engine().emu_stop()
+
+    def _error_code(self, vector: int) -> int | None:
+        if vector == 14:
+            return self._page_fault_code()
+        if vector in (8, 10, 11, 12, 13, 17, 21):
+            return 0  # Unicorn does not report it; 0 is right for most causes
+        return None
+
+    def _page_fault_code(self) -> int:
+        """P/W/U/I of the #PF Unicorn reported (SDM 4.7), from CR2 and the faulting instruction."""
+        uc, regs = self._engine(), self.regs
+        assert regs is not None
+        cr2, ip = uc.reg_read(x86.UC_X86_REG_CR2), regs.ip
+        fetch = 0 <= cr2 - ip < 16 and not self._translates(cr2, UC_PROT_EXEC)
+        present = self._translates(cr2, 1)
+        write = False if fetch else self._instruction_writes_memory(ip)
+        nx_fetch = fetch and present
+        return int(present) | int(write) << 1 | int(regs.cpl == 3) << 2 | int(nx_fetch) << 4
+
+    def _translates(self, addr: int, prot: int) -> bool:
+        try:
+            self.view.physical(addr, False, prot)
+        except VirtualAccessFault:
+            return False
+        return True
+
+    def _instruction_writes_memory(self, ip: int) -> bool:
+        from capstone import CS_AC_WRITE, CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, CS_OP_MEM, Cs
+
+        try:
+            code = self.view.read(ip, 15)
+        except VirtualAccessFault:
+            return False
+        mode = {UC_MODE_64: CS_MODE_64, UC_MODE_32: CS_MODE_32, UC_MODE_16: CS_MODE_16}
+        engine = Cs(CS_ARCH_X86, mode[UC_MODE_64 if self.regs.wide else UC_MODE_32])  # type: ignore[union-attr]
+        engine.detail = True
+        for insn in engine.disasm(code, ip, 1):
+            if insn.mnemonic.startswith(("push", "call", "enter", "stos", "movs")):
+                return True
+            return any(op.type == CS_OP_MEM and op.access & CS_AC_WRITE for op in insn.operands)
+        return False
+
+    def _engine_error(self, err: UcError) -> Exit:
+        assert self.regs is not None
+        return AcceleratorErrorExit(f"the software CPU stopped: {err} at {self.regs.ip:#x}")
+
+    def _engine(self) -> Uc:
+        if self.uc is None:
+            raise EmuError("the software CPU has no state yet (set_sregs first)")
+        return self.uc
+
+    def close(self) -> None:
+        self.uc = None
+        self.regs = None
+
