@@ -90,13 +90,25 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-dir", type=Path, metavar="DIR",
                         help="also write each guest's raw output to DIR/<name>.log")
     parser.add_argument("--accel", choices=("kvm", "emu", "auto"), default="auto",
-                        help="accelerator: kvm, or auto (the software CPU 'emu' is not in this version)")
+                        help="kvm, the software CPU (emu), or auto (default): KVM where this host's KVM can run "
+                             "the guest's mode (see 'minikvm host'), the software CPU otherwise")
     parser.add_argument("--load", type=parse_address, metavar="ADDR",
                         help="guest-physical load address (default 0 in real mode, 0x1000 otherwise)")
     parser.add_argument("--entry", type=parse_address, metavar="ADDR",
                         help="entry point (default: the load address)")
     parser.add_argument("--input-grace", type=parse_seconds, default=0.5, metavar="SECONDS",
                         help="how long a guest may poll an exhausted input before it is stopped (0.5)")
+    parser.add_argument("--cr0", type=parse_address, metavar="VALUE",
+                        help="start with this CR0 instead of the mode's default (protected/paging/long mode)")
+    parser.add_argument("--cr4", type=parse_address, metavar="VALUE",
+                        help="start with this CR4 (e.g. --cr4 0: x87/SSE not enabled, as the original VMM did)")
+    parser.add_argument("--pages", choices=("4k", "4m"), default="4k",
+                        help="page size of the --paging layout's tables: 4 KiB, or 4 MiB (PSE)")
+    parser.add_argument("--append", default="", metavar="CMDLINE",
+                        help="command line handed to a Multiboot kernel")
+    parser.add_argument("--interrupts", action=argparse.BooleanOptionalAction, default=None,
+                        help="give the guest an interrupt controller and timer (PIC, PIT, UART IRQ 4); "
+                             "default: on for --paging guests and Multiboot kernels, off for flat binaries")
 
 
 def build_minikvm_parser() -> argparse.ArgumentParser:
@@ -111,10 +123,12 @@ def build_minikvm_parser() -> argparse.ArgumentParser:
                                           f"a bundled guest (see 'minikvm guests'; default: {DEFAULT_GUEST}). "
                                           "Several guests run in parallel, one VM each.")
     run.add_argument("guests", nargs="*", metavar="GUEST")
-    run.add_argument("--mode", choices=[m.value for m in (Mode.REAL, Mode.PROTECTED, Mode.LONG)],
-                     help="CPU mode for guest files (bundled guests know their own; default real)")
+    run.add_argument("--mode", choices=[m.value for m in Mode],
+                     help="CPU mode for flat binaries: real (default), protected, paging (ABI.md's --paging "
+                          "layout) or long; bundled guests and Multiboot kernels know their own")
     _add_run_options(run)
     commands.add_parser("guests", help="list the bundled guests")
+    commands.add_parser("host", help="measure and show what this host's KVM can run")
     return parser
 
 
@@ -151,7 +165,7 @@ def _read_image(path: Path) -> bytes:
 
 
 def resolve_guest(arg: str, mode: Mode | None) -> tuple[str, Path, Mode]:
-    """A command-line GUEST → (name, path, mode)."""
+    """A command-line GUEST → (name, path, mode); a Multiboot kernel's mode is decided by its loader."""
     path = Path(arg)
     if path.exists() or "/" in arg or path.suffix:
         return path.stem or arg, path, mode or Mode.REAL
@@ -187,20 +201,24 @@ def _host_limits(memory_each: int) -> int:
 
 
 def build_specs(args: argparse.Namespace, mode: Mode | None) -> list:
+    from .boot.select import is_multiboot
     from .machine import GuestSpec
 
     resolved = [resolve_guest(arg, mode) for arg in args.guests]
     names = _unique([name for name, _, _ in resolved])
     specs = []
     for name, (_, path, guest_mode) in zip(names, resolved, strict=True):
-        if guest_mode is Mode.PAGING:
-            raise UsageError("32-bit paging guests (--paging) need the software CPU, which this version of "
-                             "minikvm does not have yet; this host's KVM (kvm-pvm) cannot run 32-bit paging")
+        image = _read_image(path)
+        multiboot = is_multiboot(image, str(path))
+        if multiboot:
+            guest_mode = Mode.PROTECTED  # GRUB's state: 32-bit protected mode, paging off
         memory = args.memory or (layout.REAL_MEMORY if guest_mode is Mode.REAL else layout.PM_MEMORY)
         if memory < 64 * 1024 or memory > layout.MAX_MEMORY:
             raise UsageError(f"--memory {memory} bytes is outside 64K .. {layout.MAX_MEMORY >> 30}G")
         memory = -(-memory // 4096) * 4096
-        specs.append(GuestSpec(name, str(path), _read_image(path), guest_mode, memory, args.load, args.entry))
+        interrupts = args.interrupts if args.interrupts is not None else (multiboot or guest_mode is Mode.PAGING)
+        specs.append(GuestSpec(name, str(path), image, guest_mode, memory, args.load, args.entry, args.pages,
+                               args.cr0, args.cr4, args.append, interrupts))
     capacity = _host_limits(max(s.memory for s in specs))
     if len(specs) > capacity:
         raise UsageError(f"{len(specs)} guests are too many for this host: at most {capacity} of "
@@ -216,15 +234,15 @@ def _sigterm(signum: int, frame: object) -> None:
 
 
 def run_guests(specs: list, args: argparse.Namespace) -> int:
+    from .accel import choose
     from .console import GuestOutput, Keyboard, OutputMux
     from .debug.report import stop_line, stop_report
     from .debug.stats import stats_report
     from .devices.input import InputBuffer
+    from .emu.cpu import Emu
     from .kvm.system import Kvm
     from .machine import Machine, MachineConfig, RunResult, run_machines
 
-    if args.accel == "emu":
-        raise UsageError("the software CPU (--accel emu) is not in this version of minikvm; use --accel kvm")
     quiet = args.quiet
     several = len(specs) > 1
     stdout = sys.stdout.buffer
@@ -245,11 +263,14 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
         except OSError as err:
             raise UsageError(f"--log-dir {args.log_dir}: {err.strerror}") from None
 
+    choices = [choose(args.accel, spec.mode) for spec in specs]
     with ExitStack() as stack:
         # From here on SIGTERM unwinds like Ctrl-C, so every cleanup below runs.
         stack.callback(signal.signal, signal.SIGTERM, signal.signal(signal.SIGTERM, _sigterm))
-        kvm = Kvm()
-        stack.callback(kvm.close)
+        accelerators: dict[str, Kvm | Emu] = {}
+        for name in {choice.name for choice in choices}:
+            accelerators[name] = Kvm() if name == "kvm" else Emu()
+            stack.callback(accelerators[name].close)
         inputs = [InputBuffer() for _ in specs]
         outputs: list[GuestOutput] = []
         machines: list[Machine] = []
@@ -257,17 +278,25 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
             log = stack.enter_context(open(args.log_dir / f"{spec.name}.log", "wb")) if args.log_dir else None
             outputs.append(mux.sink(spec.name, index, log))
             trace = (lambda text, n=spec.name: say(f"[{n}] {text}\n")) if args.verbose else None
-            machine = Machine(MachineConfig(spec, input_grace=args.input_grace, trace=trace), kvm,
-                              outputs[-1], inputs[index])
+            if choices[index].note:
+                say(f"minikvm: {spec.name}: {choices[index].note}\n")
+            machine = Machine(MachineConfig(spec, input_grace=args.input_grace, trace=trace),
+                              accelerators[choices[index].name], outputs[-1], inputs[index])
             stack.callback(machine.close)
             machines.append(machine)
             machine.loop.flush_output = outputs[-1].flush
         if several:
-            say("".join(f"{('[' + s.name + ']'):<16} {s.path} ({s.mode.label})\n" for s in specs))
+            say("".join(f"{('[' + s.name + ']'):<16} {s.path} ({m.boot.mode.label}, {m.accel.name})\n"
+                        for s, m in zip(specs, machines, strict=True)))
+
+        def stop_all(why: str) -> None:
+            for machine in machines:
+                machine.request_stop(StopReason(StopKind.INTERRUPTED, why))
 
         def quit_all() -> None:
-            for machine in machines:
-                machine.request_stop(StopReason(StopKind.INTERRUPTED, "quit (Ctrl-A X)"))
+            stop_all("quit (Ctrl-A X)")
+
+        mux.on_closed = lambda: stop_all("stopped: standard output was closed")
 
         def report(result: RunResult) -> None:
             outputs[[m.name for m in machines].index(result.name)].flush()
@@ -317,6 +346,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_minikvm_parser().parse_args(argv)
     if args.command == "guests":
         return list_guests()
+    if args.command == "host":
+        from .accel import host_report
+
+        print("\n".join(host_report()))
+        return 0
     if args.command != "run":
         build_minikvm_parser().print_help()
         return EXIT_USAGE
@@ -332,9 +366,20 @@ def kvm_vmm_main(argv: list[str] | None = None) -> int:
     return _guarded(lambda: run_guests(build_specs(args, mode), args))
 
 
+def _exit_with(status: Callable[[], int]) -> NoReturn:
+    try:
+        code = status()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader of our stdout went away (`minikvm host | head`): not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
+    sys.exit(code)
+
+
 def entry_minikvm() -> None:
-    sys.exit(main())
+    _exit_with(main)
 
 
 def entry_kvm_vmm() -> None:
-    sys.exit(kvm_vmm_main())
+    _exit_with(kvm_vmm_main)

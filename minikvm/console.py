@@ -40,6 +40,8 @@ class OutputMux:
         self.colour = colour
         self.prefix = prefix
         self.lock = threading.Lock()
+        self.closed = False  # the reader went away (a closed pipe): output is dropped from then on
+        self.on_closed: Callable[[], None] = lambda: None
 
     def sink(self, name: str, index: int, log: BinaryIO | None = None) -> GuestOutput:
         return GuestOutput(self, name, index, log)
@@ -69,12 +71,19 @@ class GuestOutput:
         elif self._open:
             data = self._open + data + self._close
         with self.mux.lock:
-            self.mux.stream.write(data)
-            if b"\n" in data:
-                self.mux.stream.flush()
-                self._pending = False
-            else:
-                self._pending = True
+            if self.mux.closed:
+                return
+            try:
+                self.mux.stream.write(data)
+                if b"\n" in data:
+                    self.mux.stream.flush()
+                    self._pending = False
+                else:
+                    self._pending = True
+            except BrokenPipeError:
+                self.mux.closed = True
+        if self.mux.closed:
+            self.mux.on_closed()
 
     def _decorate(self, data: bytes) -> bytes:
         out = bytearray()
@@ -91,8 +100,15 @@ class GuestOutput:
         """Push out a partial line (a prompt) before the guest waits for input."""
         if self._pending:
             with self.mux.lock:
-                self.mux.stream.flush()
                 self._pending = False
+                if self.mux.closed:
+                    return
+                try:
+                    self.mux.stream.flush()
+                except BrokenPipeError:
+                    self.mux.closed = True
+            if self.mux.closed:
+                self.mux.on_closed()
         if self.log is not None:
             self.log.flush()
 

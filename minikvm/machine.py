@@ -14,8 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from .arch.x86.cpustate import apply_to_sregs, is_reset_state, regs_to_kvm
+from .arch.x86.registers import CR0_PG
 from .arch.x86.state import BootState, Mode
-from .boot.flat import load_flat
+from .arch.x86.walk import EXECUTE, translate
+from .boot.select import BootRequest, load_guest
 from .devices import layout as ports
 from .devices.bus import Bus
 from .devices.hypercall import HypercallPort
@@ -48,6 +50,15 @@ class GuestSpec:
     memory: int
     load: int | None = None
     entry: int | None = None
+    pages: str = "4k"
+    cr0: int | None = None
+    cr4: int | None = None
+    cmdline: str = ""
+    interrupts: bool = False  # PIC + PIT (+ the UART's IRQ 4): in-kernel on KVM, modelled on the software CPU
+
+    def boot_request(self) -> BootRequest:
+        return BootRequest(self.image, self.path, self.mode, self.load, self.entry, self.pages, self.cr0,
+                           self.cr4, self.cmdline)
 
 
 @dataclass
@@ -146,8 +157,8 @@ class Machine:
 
     def _build(self, accel: Kvm | Emu, input: InputBuffer | None) -> None:
         guest = self.config.guest
-        self.boot = load_flat(self.memory, guest.image, guest.mode, guest.path, guest.load, guest.entry)
-        self._note(f"loaded {len(guest.image)} bytes from {guest.path} ({guest.mode.label}), "
+        self.boot = load_guest(self.memory, guest.boot_request(), note=self._note)
+        self._note(f"loaded {len(guest.image)} bytes from {guest.path} ({self.boot.mode.label}), "
                    f"{self.memory.size // 1024} KiB RAM, entry {self.boot.regs['rip']:#x}")
         self.vm = accel.create_vm()
         self.vm.set_tss_addr(KVM_TSS_ADDR)
@@ -253,12 +264,24 @@ class Machine:
         return rip
 
     def _read_code(self, linear: int, length: int = 15) -> bytes:
-        if self.boot.mode is Mode.PAGING:
-            return b""  # needs the page walker (software CPU issue)
-        for size in range(length, 0, -1):
-            if self.memory.contains(linear, size):
-                return self.memory.read(linear, size)
-        return b""
+        """Up to `length` bytes at a linear address, through the guest's page tables when paging is on."""
+        sregs = self.vcpu.get_sregs() if self.vcpu is not None else None
+        data = b""
+        while len(data) < length:
+            addr = linear + len(data)
+            phys = addr
+            if sregs is not None and sregs.cr0 & CR0_PG:
+                walk = translate(self.memory.read, sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer, addr, EXECUTE)
+                if walk.phys is None:
+                    break
+                phys = walk.phys
+            chunk = min(length - len(data), 0x1000 - (addr & 0xFFF))
+            while chunk and not self.memory.contains(phys, chunk):
+                chunk -= 1
+            if not chunk:
+                break
+            data += self.memory.read(phys, chunk)
+        return data
 
     def _out_instruction_before(self, linear: int) -> int:
         """The start of the OUT that ends just before `linear` (the host moved RIP past it)."""

@@ -111,20 +111,46 @@ def box_arms(glyph: str) -> dict[str, int] | None:
     return arms
 
 
+_PERPENDICULAR = {"up": ("left", "right"), "down": ("left", "right"), "left": ("up", "down"),
+                  "right": ("up", "down")}
+_TOWARDS = {"up": -1, "left": -1, "down": 1, "right": 1}
+
+
+def _arm_end(arms: dict[str, int], arm: str, shift: int, centre: int) -> int:
+    """Where a line of `arm` (at `shift` from the centre line) stops as it comes in from the edge.
+
+    A line meets the crossing arm on its own side at that arm's nearest line
+    (the inner corner of a double box); with nothing crossing on its side it
+    runs on to the far line of what crosses on the other side (the outer
+    corner), so straight runs stay unbroken and corners close.
+    """
+    before, after = (arms.get(side, 0) for side in _PERPENDICULAR[arm])
+    if shift < 0:
+        mine, other = before, after
+    elif shift > 0:
+        mine, other = after, before
+    else:  # a single line crosses only when something crosses on both sides
+        mine, other = (max(before, after) if before and after else 0), max(before, after)
+    towards = _TOWARDS[arm]
+    if mine:
+        return centre + towards * (1 if mine == 2 else 0)
+    return centre - towards * (1 if other == 2 else 0)
+
+
 def _draw_box(draw: ImageDraw.ImageDraw, x: int, y: int, arms: dict[str, int], colour: tuple[int, ...]) -> None:
     cx, cy = x + CELL_WIDTH // 2 - 1, y + CELL_HEIGHT // 2 - 1
     right, bottom = x + CELL_WIDTH - 1, y + CELL_HEIGHT - 1
     for arm, weight in arms.items():
-        # A double line is two lines either side of the single line's place.
+        # A double line is two lines either side of where the single line runs.
         for shift in ((0,) if weight == 1 else (-1, 1)):
-            if arm == "up":
-                draw.line([(cx + shift, y), (cx + shift, cy + 1)], fill=colour)
-            elif arm == "down":
-                draw.line([(cx + shift, cy - 1), (cx + shift, bottom)], fill=colour)
-            elif arm == "left":
-                draw.line([(x, cy + shift), (cx + 1, cy + shift)], fill=colour)
+            if arm in ("up", "down"):
+                stop = _arm_end(arms, arm, shift, cy)
+                draw.line([(cx + shift, y if arm == "up" else stop), (cx + shift, stop if arm == "up" else bottom)],
+                          fill=colour)
             else:
-                draw.line([(cx - 1, cy + shift), (right, cy + shift)], fill=colour)
+                stop = _arm_end(arms, arm, shift, cx)
+                draw.line([(x if arm == "left" else stop, cy + shift), (stop if arm == "left" else right, cy + shift)],
+                          fill=colour)
 
 
 # Block elements: (x0, y0, x1, y1) as fractions of the cell.

@@ -48,7 +48,12 @@ def _check_fits(path: str, image: bytes, load: int, limit: int, what: str) -> No
 
 
 def load_flat(mem: GuestMemory, image: bytes, mode: Mode, path: str, load: int | None = None,
-              entry: int | None = None) -> BootState:
+              entry: int | None = None, cr0: int | None = None, cr4: int | None = None) -> BootState:
+    """Copy a flat binary to `load` and return the state that enters it at `entry` in `mode`.
+
+    `cr0`/`cr4` replace the default control registers of protected and long
+    mode (e.g. cr4=0 starts without SSE enabled, as the original VMM did).
+    """
     load = default_load(mode) if load is None else load
     entry = load if entry is None else entry
     ram = mem.size
@@ -72,7 +77,7 @@ def load_flat(mem: GuestMemory, image: bytes, mode: Mode, path: str, load: int |
         mem.write(load, image)
         return protected_mode(entry, esp=min(ram, 1 << 32) & 0xFFFFFFF0,
                               gdt=DescriptorTable(layout.GDT_BASE, len(gdt) - 1),
-                              idt=DescriptorTable(layout.IDT_BASE, layout.IDT32_LIMIT))
+                              idt=DescriptorTable(layout.IDT_BASE, layout.IDT32_LIMIT), cr0=cr0, cr4=cr4)
     if mode is Mode.LONG:
         # Page tables and the (empty) IDT go at the top of RAM, out of the image's way.
         idt_base = (ram - PAGE_4K) & ~(PAGE_4K - 1)
@@ -84,5 +89,5 @@ def load_flat(mem: GuestMemory, image: bytes, mode: Mode, path: str, load: int |
         cr3 = identity_map_long(mem, tables_base, ram)
         mem.write(load, image)
         return long_mode(entry, rsp=layout.LONG_STACK, gdt=DescriptorTable(layout.GDT_BASE, len(gdt) - 1),
-                         idt=DescriptorTable(idt_base, layout.IDT64_LIMIT), cr3=cr3)
+                         idt=DescriptorTable(idt_base, layout.IDT64_LIMIT), cr3=cr3, cr0=cr0, cr4=cr4)
     raise ImageError(path, f"{mode.label} guests need the --paging layout loader")
