@@ -374,6 +374,12 @@ def _exit_with(status: Callable[[], int]) -> NoReturn:
         # The reader of our stdout went away (`minikvm host | head`): not an error worth a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 1
+    except Exception as err:  # a bug in minikvm: one line, and the traceback only on request
+        if os.environ.get("MINIKVM_DEBUG"):
+            raise
+        sys.stderr.write(f"minikvm: internal error: {err!r} (run with MINIKVM_DEBUG=1 for the traceback; "
+                         "please report it)\n")
+        code = 1
     sys.exit(code)
 
 

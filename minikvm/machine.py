@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from .arch.x86.cpustate import apply_to_sregs, is_reset_state, regs_to_kvm
-from .arch.x86.registers import CR0_PG
+from .arch.x86.registers import CR0_PG, RFLAGS_IF
 from .arch.x86.state import BootState, Mode
 from .arch.x86.walk import EXECUTE, translate
 from .boot.select import BootRequest, load_guest
@@ -22,12 +22,16 @@ from .devices import layout as ports
 from .devices.bus import Bus
 from .devices.hypercall import HypercallPort
 from .devices.input import EofWatch, InputBuffer
+from .devices.irq import IrqLine
 from .devices.legacy import I8042, DebugExit, FastA20, NullDevice
+from .devices.pic import Pic8259Pair
+from .devices.pit import Pit8254
+from .devices.sysctl import SystemControlPortB
 from .devices.uart import IER_ETBEI, MCR_LOOP, Uart16550
 from .emu.cpu import Emu, EmuError, EmuVcpu
 from .kvm.exits import HltExit, InternalErrorExit, IoExit
 from .kvm.system import Kvm, KvmError, Vcpu
-from .kvm.uapi import kvm_regs, kvm_sregs
+from .kvm.uapi import KVM_MP_STATE_HALTED, kvm_regs, kvm_sregs
 from .memory import GuestMemory
 from .probe import io_exit_rip_after_insn
 from .runloop import ExitStats, RunLoop
@@ -37,6 +41,8 @@ from .stop import StopKind, StopReason
 # cannot see; just below 4 GiB, far above any RAM a guest here gets.
 KVM_TSS_ADDR = 0xFFFBD000
 _KICK_SIGNAL = signal.SIGUSR1
+_POLL_SECONDS = 0.05  # how often a halted in-kernel-irqchip vCPU is checked for HLT with IF=0
+KVM_PIT_SPEAKER_DUMMY = 1  # KVM_CREATE_PIT2 flag: KVM also answers the speaker port 0x61
 
 
 @dataclass
@@ -131,8 +137,22 @@ class _CoalescingUart:
                 self.active = False
 
 
+class _Shifted:
+    """A device seen at an offset: the i8042's command port sits 4 ports above its data port."""
+
+    def __init__(self, device: I8042, offset: int) -> None:
+        self.device = device
+        self.offset = offset
+
+    def read(self, offset: int, size: int) -> int:
+        return self.device.read(offset + self.offset, size)
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        self.device.write(offset + self.offset, size, value)
+
+
 class Machine:
-    """One guest in its own VM on KVM."""
+    """One guest in its own VM, on KVM or the software CPU."""
 
     def __init__(self, config: MachineConfig, accel: Kvm | Emu, output: Callable[[bytes], None],
                  input: InputBuffer | None = None) -> None:
@@ -164,11 +184,19 @@ class Machine:
         self.vm.set_tss_addr(KVM_TSS_ADDR)
         region = self.memory.regions[0]
         self.vm.set_user_memory_region(0, region.guest_addr, region.size, region.host_addr)
+        self.in_kernel_irqchip = guest.interrupts and accel.name == "kvm"
+        if self.in_kernel_irqchip:
+            # KVM's own PIC, IOAPIC, LAPIC and PIT; they must exist before the vCPU.
+            self.vm.create_irqchip()
+            self.vm.create_pit2(KVM_PIT_SPEAKER_DUMMY)
+            self._note("interrupts: KVM's in-kernel PIC and PIT")
         self.vcpu = self.vm.create_vcpu(0)
         self._apply(self.boot)
         self.ports = Bus()
         self.loop = RunLoop(self.vcpu, self.ports, self.stats, trace=self.config.trace)
         self.loop.kick = self._kick
+        if self.in_kernel_irqchip:
+            self.loop.idle_check = self._halted_for_good
         self._attach_devices(input)
 
     def _apply(self, state: BootState) -> None:
@@ -183,7 +211,11 @@ class Machine:
 
     def _attach_devices(self, input: InputBuffer | None) -> None:
         stop, out, grace = self.loop.request_stop, self.output, self.config.input_grace
-        self.uart = Uart16550(out, input=input, eof=EofWatch(grace), stop=stop)
+        bus = self.ports
+        uart_irq = self._attach_interrupts(bus) if self.config.guest.interrupts else None
+        self.uart = Uart16550(out, input=input, irq=uart_irq, eof=EofWatch(grace), stop=stop)
+        if input is not None and uart_irq is not None:
+            input.on_data = self.uart.poll_input  # new input raises IRQ 4 when the guest enabled it
         self.hypercall = HypercallPort(out, stop, input=input, eof=EofWatch(grace))
         vm = self.vm
         assert vm is not None and self.vcpu is not None
@@ -194,17 +226,51 @@ class Machine:
             self._note("UART transmit writes are coalesced by KVM (no exit per character)")
         else:
             com1 = self.uart
-        bus = self.ports
         bus.register(*ports.COM1, com1, "COM1 16550A UART")  # type: ignore[arg-type]
         bus.register(*ports.HYPERCALL, _HypercallAdapter(self.hypercall, self.vcpu), "hypercall port")
         bus.register(*ports.FAST_A20, FastA20(stop), "port 0x92 (fast A20)")
-        bus.register(*ports.I8042, I8042(stop), "i8042 keyboard controller")
+        i8042 = I8042(stop)
+        bus.register(ports.I8042.base, 1, i8042, "i8042 data")
+        bus.register(ports.I8042.base + I8042.COMMAND, 1, _Shifted(i8042, I8042.COMMAND), "i8042 status/command")
         bus.register(*ports.DEBUG_EXIT, DebugExit(stop), "debug-exit port")
-        for rng, name in ((ports.PIC_MASTER, "PIC (absent)"), (ports.PIC_SLAVE, "PIC slave (absent)"),
-                          (ports.PIT, "PIT (absent)"), (ports.CMOS, "CMOS (absent)"), (ports.POST, "POST")):
+        absent = [(ports.CMOS, "CMOS (absent)"), (ports.POST, "POST")]
+        if not self.config.guest.interrupts:
+            absent += [(ports.PIC_MASTER, "PIC (absent)"), (ports.PIC_SLAVE, "PIC slave (absent)"),
+                       (ports.PIT, "PIT (absent)"), (ports.SYSTEM_CONTROL, "port 0x61 (absent)")]
+        for rng, name in absent:
             bus.register(*rng, NullDevice(), name)
         for base, length, name in bus.devices():
             self._note(f"port {base:#06x}-{base + length - 1:#06x}: {name}")
+
+    def _attach_interrupts(self, bus: Bus) -> IrqLine:
+        """The PIC/PIT pair for this guest; returns the UART's IRQ 4 line."""
+        vm, vcpu = self.vm, self.vcpu
+        assert vm is not None and vcpu is not None
+        if self.in_kernel_irqchip:
+            return IrqLine(lambda level: vm.irq_line(ports.COM1_IRQ, level))  # type: ignore[union-attr]
+        assert isinstance(vcpu, EmuVcpu)
+        pic = Pic8259Pair(on_change=vcpu.interrupt_raised)
+        pit = Pit8254(IrqLine(lambda level: pic.set_irq(0, level)))
+        bus.register(*ports.PIC_MASTER, pic.master_ports, "8259A PIC (master)")
+        bus.register(*ports.PIC_SLAVE, pic.slave_ports, "8259A PIC (slave)")
+        bus.register(*ports.PIT, pit, "8254 PIT")
+        bus.register(*ports.SYSTEM_CONTROL, SystemControlPortB(pit), "port 0x61 (system control B)")
+        vcpu.attach_interrupts(pic, pit)
+        self._note("interrupts: minikvm's 8259A PIC and 8254 PIT models")
+        return IrqLine(lambda level: pic.set_irq(ports.COM1_IRQ, level))
+
+    def _halted_for_good(self) -> StopReason | None:
+        """With KVM's irqchip, HLT never exits: a periodic kick lets us see a vCPU halted with IF=0."""
+        vcpu = self.vcpu
+        assert vcpu is not None
+        if vcpu.get_mp_state() == KVM_MP_STATE_HALTED and not vcpu.get_regs().rflags & RFLAGS_IF:
+            return StopReason(StopKind.HALT, "halted (HLT) with interrupts disabled")
+        return None
+
+    def poll(self) -> None:
+        """Called every few tens of milliseconds from the thread that runs the machines."""
+        if self.in_kernel_irqchip:
+            self._kick()
 
     # --- running -------------------------------------------------------------
 
@@ -341,7 +407,9 @@ def run_machines(machines: list[Machine], timeout: float | None = None,
                         machine.request_stop(StopReason(StopKind.TIMEOUT, f"timed out after {timeout:g} s"))
                     deadline = None
                     continue
-                done.wait(remaining if remaining is not None else 0.5)
+                done.wait(_POLL_SECONDS if remaining is None else min(remaining, _POLL_SECONDS))
+                for machine in machines:
+                    machine.poll()
     except KeyboardInterrupt as interrupt:
         why = str(interrupt) or "interrupted (Ctrl-C)"
         for machine in machines:

@@ -74,6 +74,7 @@ class RunLoop:
         self.unclaimed_mmio = 0
         self.last_exit: Exit | None = None  # for the stop report
         self._inline_seconds = 0.0
+        self.idle_check: Callable[[], StopReason | None] | None = None
         # Called when the guest looks for input, and at the end: a prompt
         # without a newline must reach the screen before the guest waits.
         self.flush_output: Callable[[], None] = lambda: None
@@ -142,7 +143,8 @@ class RunLoop:
                                   "but this machine has no interrupt source to wake it")
             return StopReason(StopKind.HALT, "halted (HLT)")
         if isinstance(exit, InterruptedExit):
-            return None  # a kick: the loop condition sees the stop reason
+            # A kick: either a stop request (the loop condition sees it) or a look at an idle vCPU.
+            return self.idle_check() if self.idle_check is not None and self.stop is None else None
         if isinstance(exit, MmioExit):
             self.unclaimed_mmio += 1
             if not exit.is_write:

@@ -13,7 +13,8 @@ class PortRange(NamedTuple):
 COM1 = PortRange(0x3F8, 8)
 COM1_IRQ = 4
 HYPERCALL = PortRange(0x500, 1)
-I8042 = PortRange(0x60, 5)  # data at offset 0, status/command at offset 4
+I8042 = PortRange(0x60, 5)  # data at offset 0, status/command at offset 4 (0x61 between is not the i8042's)
+SYSTEM_CONTROL = PortRange(0x61, 1)  # "port B": PIT channel 2 gate and output, speaker
 FAST_A20 = PortRange(0x92, 1)
 DEBUG_EXIT = PortRange(0xF4, 4)  # as QEMU's isa-debug-exit,iobase=0xf4,iosize=4
 
