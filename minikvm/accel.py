@@ -20,11 +20,19 @@ from .boot import layout
 from .boot.flat import abi_gdt, load_flat
 from .boot.paging_layout import load_paging_abi
 from .errors import MinikvmError
-from .kvm.exits import IoExit
+from .kvm.exits import InternalErrorExit, IoExit, ShutdownExit
 from .kvm.system import Kvm, KvmError
 from .memory import GuestMemory
+from .runloop import INTERNAL_ERROR_NAMES
 
 PROBE_CODE = bytes([0xE6, 0x80, 0xF4])  # out %al, $0x80; hlt — the same bytes in 16, 32 and 64-bit code
+# Interrupt handlers return with IRET; KVM's instruction emulator (used for all CPL0 code on
+# hosts such as kvm-pvm) does not implement a protected-mode IRET. So: IRET to the next
+# instruction, then the OUT.
+#   pushf; push %cs; push $0x1008; iret          (32-bit, at 0x1000)
+IRET32_CODE = bytes.fromhex("9c 0e 68 08 10 00 00 cf") + PROBE_CODE
+#   mov %rsp,%rax; push $0x10; push %rax; pushfq; push $0x08; push $0x1010; iretq   (64-bit, at 0x1000)
+IRET64_CODE = bytes.fromhex("48 89 e0 6a 10 50 9c 6a 08 68 10 10 00 00 48 cf") + PROBE_CODE
 _PROBE_RAM = 4 * 1024 * 1024
 
 
@@ -38,8 +46,8 @@ class ProbeCase:
     build: Callable[[GuestMemory], BootState]
 
 
-def _flat(mode: Mode) -> Callable[[GuestMemory], BootState]:
-    return lambda mem: load_flat(mem, PROBE_CODE, mode, "<probe>")
+def _flat(mode: Mode, code: bytes = PROBE_CODE) -> Callable[[GuestMemory], BootState]:
+    return lambda mem: load_flat(mem, code, mode, "<probe>")
 
 
 def _paging(pages: str) -> Callable[[GuestMemory], BootState]:
@@ -64,9 +72,13 @@ PROBES: dict[str, ProbeCase] = {
     "paging-4m": ProbeCase("32-bit paging, 4 MiB pages (PSE)", _paging("4m")),
     "pae": ProbeCase("PAE paging", _pae),
     "long": ProbeCase("64-bit long mode", _flat(Mode.LONG)),
+    "protected-iret": ProbeCase("IRET at CPL0, 32-bit (interrupt handlers)", _flat(Mode.PROTECTED, IRET32_CODE)),
+    "long-iret": ProbeCase("IRETQ at CPL0, 64-bit (interrupt handlers)", _flat(Mode.LONG, IRET64_CODE)),
 }
 
 MODE_PROBE = {Mode.REAL: "real", Mode.PROTECTED: "protected", Mode.PAGING: "paging-4k", Mode.LONG: "long"}
+# What a guest that takes interrupts needs on top of its mode (real-mode IRET is always emulated).
+INTERRUPT_PROBE = {Mode.PROTECTED: "protected-iret", Mode.PAGING: "protected-iret", Mode.LONG: "long-iret"}
 
 
 @functools.cache
@@ -105,7 +117,12 @@ def kvm_cannot_run(probe: str) -> str | None:
                 thing.close()
     if isinstance(exit, IoExit) and exit.port == 0x80:
         return None
-    return f"KVM_RUN ended with {type(exit).__name__.removesuffix('Exit').upper()} on a probe guest"
+    if isinstance(exit, InternalErrorExit):
+        what = INTERNAL_ERROR_NAMES.get(exit.suberror, f"internal error {exit.suberror}")
+        return f"on a probe guest, {what} (KVM_EXIT_INTERNAL_ERROR)"
+    if isinstance(exit, ShutdownExit):
+        return "a probe guest was shut down (KVM_EXIT_SHUTDOWN), as if it had triple-faulted"
+    return f"a probe guest ended with {type(exit).__name__}"
 
 
 @dataclass(frozen=True)
@@ -114,18 +131,20 @@ class Choice:
     note: str | None  # one line for stderr when auto picked the software CPU
 
 
-def choose(requested: str, mode: Mode) -> Choice:
+def choose(requested: str, mode: Mode, interrupts: bool = False) -> Choice:
     """`--accel kvm|emu|auto` for a guest of `mode`; raises AcceleratorError for an impossible `kvm`."""
     if requested == "emu":
         return Choice("emu", None)
-    reason = kvm_cannot_run(MODE_PROBE[mode])
+    what, reason = mode.label, kvm_cannot_run(MODE_PROBE[mode])
+    if reason is None and interrupts and mode in INTERRUPT_PROBE:
+        what, reason = f"interrupt handlers in {mode.label}", kvm_cannot_run(INTERRUPT_PROBE[mode])
     if reason is None:
         return Choice("kvm", None)
     if requested == "kvm":
-        raise AcceleratorError(f"this host's KVM cannot run {mode.label}: {reason} (use --accel emu or auto)")
+        raise AcceleratorError(f"this host's KVM cannot run {what}: {reason} (use --accel emu or auto)")
     if kvm_unavailable() is not None:
         return Choice("emu", f"no usable KVM ({reason}); using the software CPU")
-    return Choice("emu", f"this host's KVM cannot run {mode.label} ({reason}); using the software CPU")
+    return Choice("emu", f"this host's KVM cannot run {what} ({reason}); using the software CPU")
 
 
 def host_report() -> list[str]:
@@ -135,15 +154,15 @@ def host_report() -> list[str]:
     lines.append(f"KVM: {'unavailable: ' + unavailable if unavailable else 'available (/dev/kvm)'}")
     for key, case in PROBES.items():
         reason = kvm_cannot_run(key)
-        lines.append(f"  {case.label:<36} {'runs on KVM' if reason is None else 'no: ' + reason}")
+        lines.append(f"  {case.label:<44} {'runs on KVM' if reason is None else 'no: ' + reason}")
     if unavailable is None:
         from .probe import io_exit_rip_after_insn, kvm_facts
 
         facts = kvm_facts()
         for name, value in vars(facts).items():
-            lines.append(f"  {name.replace('_', ' '):<36} {value}")
+            lines.append(f"  {name.replace('_', ' '):<44} {value}")
         after = io_exit_rip_after_insn()
-        lines.append(f"  {'RIP at a port-I/O exit':<36} {'past the instruction' if after else 'at the instruction'}")
+        lines.append(f"  {'RIP at a port-I/O exit':<44} {'past the instruction' if after else 'at the instruction'}")
     import unicorn
 
     from .emu.quirks import context_offsets

@@ -108,7 +108,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="command line handed to a Multiboot kernel")
     parser.add_argument("--interrupts", action=argparse.BooleanOptionalAction, default=None,
                         help="give the guest an interrupt controller and timer (PIC, PIT, UART IRQ 4); "
-                             "default: on for --paging guests and Multiboot kernels, off for flat binaries")
+                             "default: on for --paging guests (the 1K OS layout), off otherwise")
 
 
 def build_minikvm_parser() -> argparse.ArgumentParser:
@@ -216,7 +216,7 @@ def build_specs(args: argparse.Namespace, mode: Mode | None) -> list:
         if memory < 64 * 1024 or memory > layout.MAX_MEMORY:
             raise UsageError(f"--memory {memory} bytes is outside 64K .. {layout.MAX_MEMORY >> 30}G")
         memory = -(-memory // 4096) * 4096
-        interrupts = args.interrupts if args.interrupts is not None else (multiboot or guest_mode is Mode.PAGING)
+        interrupts = args.interrupts if args.interrupts is not None else guest_mode is Mode.PAGING
         specs.append(GuestSpec(name, str(path), image, guest_mode, memory, args.load, args.entry, args.pages,
                                args.cr0, args.cr4, args.append, interrupts))
     capacity = _host_limits(max(s.memory for s in specs))
@@ -263,7 +263,7 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
         except OSError as err:
             raise UsageError(f"--log-dir {args.log_dir}: {err.strerror}") from None
 
-    choices = [choose(args.accel, spec.mode) for spec in specs]
+    choices = [choose(args.accel, spec.mode, spec.interrupts) for spec in specs]
     with ExitStack() as stack:
         # From here on SIGTERM unwinds like Ctrl-C, so every cleanup below runs.
         stack.callback(signal.signal, signal.SIGTERM, signal.signal(signal.SIGTERM, _sigterm))

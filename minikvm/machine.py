@@ -264,6 +264,7 @@ class Machine:
         vcpu = self.vcpu
         assert vcpu is not None
         if vcpu.get_mp_state() == KVM_MP_STATE_HALTED and not vcpu.get_regs().rflags & RFLAGS_IF:
+            self.loop.last_exit = HltExit()  # the stop report points at the HLT, as after a HLT exit
             return StopReason(StopKind.HALT, "halted (HLT) with interrupts disabled")
         return None
 

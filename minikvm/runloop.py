@@ -139,8 +139,8 @@ class RunLoop:
             self.trace(f"exit {type(exit).__name__}")
         if isinstance(exit, HltExit):
             if self.vcpu.exit_regs().rflags & RFLAGS_IF:
-                return StopReason(StopKind.HALT, "halted (HLT) with interrupts enabled, "
-                                  "but this machine has no interrupt source to wake it")
+                return StopReason(StopKind.HALT, "halted (HLT) with interrupts enabled, but this machine has "
+                                  "no interrupt source to wake it (--interrupts gives it a PIC and PIT)")
             return StopReason(StopKind.HALT, "halted (HLT)")
         if isinstance(exit, InterruptedExit):
             # A kick: either a stop request (the loop condition sees it) or a look at an idle vCPU.
