@@ -75,7 +75,7 @@ MMAP_RESERVED = 2
 MB_INFO_ADDR = 0x9000
 MB_INFO_SIZE = 116  # up to the framebuffer fields (0.6.96); minikvm leaves those 0
 MB_STACK = 0x9FC00  # ESP: the top of available conventional memory
-MAX_CMDLINE = 4095  # bytes, without the NUL: the info area stays in its page
+MAX_CMDLINE = 4095  # bytes, without the NUL (Linux takes 2048): keeps the info area a few KiB long
 
 # The PC's memory holes, as the memory map reports them.
 EBDA_START = 0x9FC00  # extended BIOS data area: 1 KiB below 640 KiB

@@ -188,7 +188,7 @@ class _Chip:
         if self.special_mask:
             # A masked level in service no longer holds off the others: that
             # is what special mask mode is for.
-            pass
+            blockers &= ~self.imr
         if self.special_fully_nested and ir == cascade_ir:
             # The slave may interrupt its own in-service request with a
             # higher one; the slave's own ISR decides.

@@ -224,7 +224,7 @@ class VgaCrtc:
             # Reading it resets the attribute flip-flop (a driver's way to get
             # to a known state), and a retrace must come and go, or the
             # classic "wait for vertical retrace" loops never end.
-            pass
+            self.attr_flip_flop_data = False
             self._retrace = not self._retrace
             return STATUS1_VRETRACE | STATUS1_DISPLAY_DISABLED if self._retrace else 0
         if offset == ATTR_INDEX:

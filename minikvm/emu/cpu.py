@@ -120,6 +120,7 @@ class EmuVcpu:
         self._in_data = b""
         self._mmio_data = b""
         self._stop_requested = False
+        self._restart = False  # an event was delivered from inside a hook: resume in a new emu_start
         self._wake = threading.Event()
         self._result: Exit | None = None
         self._pending_regs: uapi.kvm_regs | None = None
@@ -260,7 +261,8 @@ class EmuVcpu:
                 uc.emu_start(regs.ip, _UNREACHABLE, timeout=timeout_us)
             except UcError as err:
                 return self._engine_error(err)
-            if self._result is not None or self._stop_requested:
+            if self._result is not None or self._stop_requested or self._restart:
+                self._restart = False
                 continue
             if uc.query(UC_QUERY_TIMEOUT) or self._wake.is_set():
                 continue  # a timer deadline or an IRQ: service it at the top
@@ -373,6 +375,12 @@ class EmuVcpu:
         if not delivered:
             self._result = ShutdownExit()
             self._engine().emu_stop()
+            return
+        # Go on from the handler in a fresh emu_start: after a PC write inside a hook, Unicorn
+        # 2.1.4 no longer syncs the PC in the next block (an I/O hook there sees the block's start,
+        # and a fault there would push a wrong EIP).
+        self._restart = True
+        self._engine().emu_stop()
 
     def _error_code(self, vector: int) -> int | None:
         if vector == 14:

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from minikvm.accel import AcceleratorError, choose
 from minikvm.arch.x86.state import Mode
 from minikvm.boot import layout
 from minikvm.boot.bundled import BundledGuest, find_bundled
 from minikvm.debug.report import stop_line, stop_report
 from minikvm.devices.input import InputBuffer
+from minikvm.emu.cpu import Emu
 from minikvm.kvm.system import Kvm
 from minikvm.machine import GuestSpec, Machine, MachineConfig, RunResult, run_machines
 
@@ -47,10 +49,27 @@ def bundled_spec(name: str) -> GuestSpec:
     return spec_for(name, guest.path.read_bytes(), guest.mode)
 
 
+ACCELERATORS = ("kvm", "emu")
+
+
+def kvm_limitation(mode: Mode, interrupts: bool = False) -> str | None:
+    """Why this host's KVM cannot run such a guest (measured by minikvm's probe), or None."""
+    try:
+        choose("kvm", mode, interrupts)
+    except AcceleratorError as err:
+        return str(err)
+    return None
+
+
+def make_accel(name: str) -> Kvm | Emu:
+    """The accelerator's root object by name: "kvm" or "emu" (the software CPU)."""
+    return Kvm() if name == "kvm" else Emu()
+
+
 def run_specs(specs: list[GuestSpec], stdin: bytes | None = b"", timeout: float = 60,
-              grace: float = 0.2) -> list[Outcome]:
+              grace: float = 0.2, accel: str = "kvm") -> list[Outcome]:
     """Run guests in parallel, one VM each; `stdin` goes to the first guest (None: input stays open)."""
-    kvm = Kvm()
+    root = make_accel(accel)
     outputs: list[bytearray] = [bytearray() for _ in specs]
     machines: list[Machine] = []
     try:
@@ -60,12 +79,12 @@ def run_specs(specs: list[GuestSpec], stdin: bytes | None = b"", timeout: float 
                 buffer.feed(stdin)
             if index > 0 or stdin is not None:
                 buffer.close()
-            machines.append(Machine(MachineConfig(spec, input_grace=grace), kvm, outputs[index].extend, buffer))
+            machines.append(Machine(MachineConfig(spec, input_grace=grace), root, outputs[index].extend, buffer))
         results = run_machines(machines, timeout=timeout)
     finally:
         for machine in machines:
             machine.close()
-        kvm.close()
+        root.close()
     return [Outcome(r, bytes(o)) for r, o in zip(results, outputs, strict=True)]
 
 
