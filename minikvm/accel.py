@@ -135,6 +135,11 @@ def choose(requested: str, mode: Mode, interrupts: bool = False) -> Choice:
     """`--accel kvm|emu|auto` for a guest of `mode`; raises AcceleratorError for an impossible `kvm`."""
     if requested == "emu":
         return Choice("emu", None)
+    unusable = kvm_unavailable()
+    if unusable is not None:
+        if requested == "kvm":
+            raise AcceleratorError(f"KVM is not usable: {unusable} (--accel emu or auto runs the software CPU)")
+        return Choice("emu", f"no usable KVM ({unusable}); using the software CPU")
     what, reason = mode.label, kvm_cannot_run(MODE_PROBE[mode])
     if reason is None and interrupts and mode in INTERRUPT_PROBE:
         what, reason = f"interrupt handlers in {mode.label}", kvm_cannot_run(INTERRUPT_PROBE[mode])
@@ -142,8 +147,6 @@ def choose(requested: str, mode: Mode, interrupts: bool = False) -> Choice:
         return Choice("kvm", None)
     if requested == "kvm":
         raise AcceleratorError(f"this host's KVM cannot run {what}: {reason} (use --accel emu or auto)")
-    if kvm_unavailable() is not None:
-        return Choice("emu", f"no usable KVM ({reason}); using the software CPU")
     return Choice("emu", f"this host's KVM cannot run {what} ({reason}); using the software CPU")
 
 

@@ -11,8 +11,10 @@ import argparse
 import os
 import re
 import resource
+import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -26,8 +28,8 @@ from .stop import StopKind, StopReason
 
 EXIT_USAGE = 2
 
-_SIZE = re.compile(r"^\s*(0x[0-9a-f]+|\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+_SIZE = re.compile(r"^\s*(0x[0-9a-f]+|\d+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 class UsageError(MinikvmError):
@@ -42,6 +44,15 @@ def parse_size(text: str) -> int:
     number = int(match.group(1), 0)
     unit = (match.group(2) or "").lower()[:1]
     return number * _UNITS[unit]
+
+
+def format_size(size: int) -> str:
+    """1099511627776 → '1T', 4194304 → '4M', 12345 → '12345' (the largest exact unit)."""
+    for unit in "TGMK":
+        scale = _UNITS[unit.lower()]
+        if size >= scale and size % scale == 0:
+            return f"{size // scale}{unit}"
+    return str(size)
 
 
 def parse_address(text: str) -> int:
@@ -106,6 +117,11 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="page size of the --paging layout's tables: 4 KiB, or 4 MiB (PSE)")
     parser.add_argument("--append", default="", metavar="CMDLINE",
                         help="command line handed to a Multiboot kernel")
+    parser.add_argument("--vga", choices=("auto", "on", "off"), default="auto",
+                        help="show the guest's VGA text screen (0xB8000) live at the top of the terminal: "
+                             "auto = once a single guest on a terminal writes to it")
+    parser.add_argument("--screenshot", type=Path, metavar="FILE.png",
+                        help="save each guest's final VGA text screen as a PNG (NAME-FILE.png with several guests)")
     parser.add_argument("--interrupts", action=argparse.BooleanOptionalAction, default=None,
                         help="give the guest an interrupt controller and timer (PIC, PIT, UART IRQ 4); "
                              "default: on for --paging guests (the 1K OS layout), off otherwise")
@@ -212,9 +228,10 @@ def build_specs(args: argparse.Namespace, mode: Mode | None) -> list:
         multiboot = is_multiboot(image, str(path))
         if multiboot:
             guest_mode = Mode.PROTECTED  # GRUB's state: 32-bit protected mode, paging off
-        memory = args.memory or (layout.REAL_MEMORY if guest_mode is Mode.REAL else layout.PM_MEMORY)
+        memory = args.memory if args.memory is not None else \
+            (layout.REAL_MEMORY if guest_mode is Mode.REAL else layout.PM_MEMORY)
         if memory < 64 * 1024 or memory > layout.MAX_MEMORY:
-            raise UsageError(f"--memory {memory} bytes is outside 64K .. {layout.MAX_MEMORY >> 30}G")
+            raise UsageError(f"--memory {format_size(memory)} is outside 64K .. {format_size(layout.MAX_MEMORY)}")
         memory = -(-memory // 4096) * 4096
         interrupts = args.interrupts if args.interrupts is not None else guest_mode is Mode.PAGING
         specs.append(GuestSpec(name, str(path), image, guest_mode, memory, args.load, args.entry, args.pages,
@@ -253,11 +270,12 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
         if not quiet:
             with mux.lock:
                 stdout.flush()
-                sys.stderr.write(text.replace("\n", "\r\n") if keyboard_tty else text)
+                sys.stderr.write(text)  # on a raw terminal, ONLCR is kept on: "\n" still starts a line
                 sys.stderr.flush()
 
-    keyboard_tty = False
     if args.log_dir is not None:
+        if args.log_dir.exists() and not args.log_dir.is_dir():
+            raise UsageError(f"--log-dir {args.log_dir}: is not a directory")
         try:
             args.log_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -298,20 +316,67 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
 
         mux.on_closed = lambda: stop_all("stopped: standard output was closed")
 
+        held: list[str] = []  # reports wait while a live VGA view may still repaint the terminal
+
         def report(result: RunResult) -> None:
             outputs[[m.name for m in machines].index(result.name)].flush()
             lines = [stop_line(result), *stop_report(result)]
             if args.stats:
                 lines += stats_report(result.stats, result.unclaimed)
-            say("".join(f"{line}\n" for line in lines))
+            text = "".join(f"{line}\n" for line in lines)
+            if screens.view is not None:
+                held.append(text)
+            else:
+                say(text)
 
         # Input goes to the first guest; the others see end of input.
         for buffer in inputs[1:]:
             buffer.close()
-        keyboard = stack.enter_context(Keyboard(inputs[0], quit_all, message=say))
-        keyboard_tty = keyboard.is_tty
-        results = run_machines(machines, timeout=args.timeout, on_result=report)
+        stack.enter_context(Keyboard(inputs[0], quit_all, message=say))
+        screens = _screen_watcher(machines, mux, args, live=not several and not quiet and stdout.isatty())
+        stack.callback(screens.finish)
+        def tick() -> None:
+            mux.tick(time.monotonic())
+            screens.tick()
+
+        results = run_machines(machines, timeout=args.timeout, on_result=report, on_tick=tick)
+        screens.finish()
+        say("".join(held))
+        _leave_screens(machines, screens, args, say)
     return exit_status([r.stop for r in results])
+
+
+def _screen_watcher(machines: list, mux: object, args: argparse.Namespace, live: bool) -> object:
+    from .console import ScreenWatcher, VgaView
+
+    view = None
+    rows = shutil.get_terminal_size((80, 0)).lines
+    if live and args.vga != "off" and VgaView.fits(rows):
+        view = VgaView(mux, rows)  # type: ignore[arg-type]
+    return ScreenWatcher([m.screen for m in machines], view, always=args.vga == "on")
+
+
+def _leave_screens(machines: list, screens: object, args: argparse.Namespace, say: Callable[[str], None]) -> None:
+    """--screenshot files, and the final screen as text when the guest drew one nobody saw."""
+    for index, machine in enumerate(machines):
+        screen = machine.screen()
+        if screen is None:
+            continue
+        if args.screenshot is not None:
+            from .screen import save_png
+
+            path = args.screenshot
+            if len(machines) > 1:
+                path = path.with_name(f"{machine.name}-{path.name}")
+            try:
+                save_png(screen, path)
+            except OSError as err:
+                say(f"minikvm: cannot write screenshot {path}: {err.strerror}\n")
+        if args.vga != "off" and screens.changed(index) and not (index == 0 and screens.shown_live):  # type: ignore[attr-defined]
+            lines = screen.text()
+            while lines and not lines[-1].strip():
+                lines.pop()
+            say(f"{machine.name}: VGA text screen at the end:\n" + "".join(f"  |{line}\n" for line in lines))
 
 
 def exit_status(stops: Sequence[StopReason]) -> int:

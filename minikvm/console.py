@@ -13,6 +13,7 @@ import select
 import sys
 import termios
 import threading
+import time
 import tty
 from collections.abc import Callable
 from typing import BinaryIO
@@ -22,6 +23,8 @@ from .devices.input import InputBuffer
 _COLOURS = ("32", "36", "33", "35", "34", "92", "96", "93", "95", "94", "31", "91")
 _RESET = b"\x1b[0m"
 
+RECENT_BYTES = 16384
+PARTIAL_LINE_SECONDS = 0.1  # an unfinished line older than this is shown (several guests)
 CTRL_A = 0x01
 CTRL_C = 0x03
 HELP = ("\r\nminikvm keys: Ctrl-A X quit, Ctrl-A H this help, Ctrl-A Ctrl-A send Ctrl-A, "
@@ -42,48 +45,79 @@ class OutputMux:
         self.lock = threading.Lock()
         self.closed = False  # the reader went away (a closed pipe): output is dropped from then on
         self.on_closed: Callable[[], None] = lambda: None
+        self.recent = bytearray()  # the tail of what was written, for a view that repaints the terminal
+        self.open_line: GuestOutput | None = None  # whose unfinished line the terminal shows
+        self.sinks: list[GuestOutput] = []
+
+    def _remember(self, data: bytes) -> None:
+        self.recent += data
+        del self.recent[:-RECENT_BYTES]
 
     def sink(self, name: str, index: int, log: BinaryIO | None = None) -> GuestOutput:
-        return GuestOutput(self, name, index, log)
+        self.sinks.append(GuestOutput(self, name, index, log))
+        return self.sinks[-1]
+
+    def tick(self, now: float) -> None:
+        """Called every few tens of milliseconds: show what has waited long enough (a prompt)."""
+        for sink in self.sinks:
+            sink.flush_if_idle(now)
 
 
 class GuestOutput:
-    """One guest's output: callable with bytes, as devices expect."""
+    """One guest's output: callable with bytes, as devices expect.
+
+    With several guests every terminal line must say whose it is, so a guest's
+    unfinished line is held back until its newline, or until the guest waits
+    for input (`flush`: a prompt must show). A held line that is already on
+    the screen when another guest writes is ended there, and its continuation
+    gets the prefix again. The log file always gets the exact bytes.
+    """
 
     def __init__(self, mux: OutputMux, name: str, index: int, log: BinaryIO | None) -> None:
         self.mux = mux
         self.log = log
         self._at_line_start = True
-        self._pending = False
+        self._held = bytearray()  # an unfinished line not yet written (several guests only)
+        self._held_since = 0.0
+        self._unflushed = False  # written to the stream but not yet flushed
         label = f"[{name}] ".encode() if mux.prefix else b""
         if mux.colour:
             self._open, self._close = colour_for(index), _RESET
-            self._label = self._open + label
         else:
             self._open = self._close = b""
-            self._label = label
+        self._label = self._open + label if label else b""
 
     def __call__(self, data: bytes) -> None:
         if self.log is not None:
             self.log.write(data)
-        if self._label:
-            data = self._decorate(data)
-        elif self._open:
-            data = self._open + data + self._close
-        with self.mux.lock:
-            if self.mux.closed:
-                return
-            try:
-                self.mux.stream.write(data)
-                if b"\n" in data:
-                    self.mux.stream.flush()
-                    self._pending = False
-                else:
-                    self._pending = True
-            except BrokenPipeError:
-                self.mux.closed = True
-        if self.mux.closed:
-            self.mux.on_closed()
+        if not self._label:
+            self._emit(self._open + data + self._close if self._open else data, b"\n" in data)
+            return
+        if not self._held:
+            self._held_since = time.monotonic()
+        self._held += data
+        end = self._held.rfind(b"\n") + 1
+        if end == 0 and len(self._held) < RECENT_BYTES:
+            return
+        complete = bytes(self._held[:end or len(self._held)])
+        del self._held[:end or len(self._held)]
+        self._emit(self._decorate(complete), True)
+
+    def flush_if_idle(self, now: float) -> None:
+        """A line left unfinished for a while is a prompt, or a guest between prints: show it."""
+        if (self._held and now - self._held_since >= PARTIAL_LINE_SECONDS) or self._unflushed:
+            self.flush()
+
+    def flush(self) -> None:
+        """Show everything written so far, an unfinished line too."""
+        if self._held:
+            partial = bytes(self._held)
+            self._held.clear()
+            self._emit(self._decorate(partial), True)
+        elif self._unflushed:
+            self._emit(b"", True)
+        if self.log is not None:
+            self.log.flush()
 
     def _decorate(self, data: bytes) -> bytes:
         out = bytearray()
@@ -92,25 +126,30 @@ class GuestOutput:
                 out += self._label
             out += line
             self._at_line_start = line.endswith(b"\n")
-        if self._open:
-            out += self._close
-        return bytes(out)
+        return bytes(out + self._close)
 
-    def flush(self) -> None:
-        """Push out a partial line (a prompt) before the guest waits for input."""
-        if self._pending:
-            with self.mux.lock:
-                self._pending = False
-                if self.mux.closed:
-                    return
-                try:
-                    self.mux.stream.flush()
-                except BrokenPipeError:
-                    self.mux.closed = True
-            if self.mux.closed:
-                self.mux.on_closed()
-        if self.log is not None:
-            self.log.flush()
+    def _emit(self, data: bytes, flush: bool) -> None:
+        mux = self.mux
+        with mux.lock:
+            if mux.closed:
+                return
+            owner = mux.open_line
+            if self._label and data and owner is not None and owner is not self:
+                # Another guest's unfinished line is on the screen: end it there.
+                data = b"\n" + data
+                owner._at_line_start = True
+            if self._label and data:
+                mux.open_line = None if self._at_line_start else self
+            try:
+                mux.stream.write(data)
+                mux._remember(data)
+                if flush:
+                    mux.stream.flush()
+                self._unflushed = not flush
+            except BrokenPipeError:
+                mux.closed = True
+        if mux.closed:
+            mux.on_closed()
 
 
 class Keyboard:
@@ -203,3 +242,93 @@ class Keyboard:
             else:
                 out.append(byte)
         return bytes(out)
+
+
+class VgaView:
+    """A guest's 80x25 VGA text screen, live at the top of the terminal.
+
+    The guest's serial output keeps scrolling in a region below the screen
+    (a terminal scroll region), so neither hides the other and nothing is
+    lost; leaving restores the full-height scroll region.
+    """
+
+    SCREEN_ROWS = 25
+
+    def __init__(self, mux: OutputMux, terminal_rows: int) -> None:
+        self.mux = mux
+        self.terminal_rows = terminal_rows
+        self.active = False
+
+    @classmethod
+    def fits(cls, terminal_rows: int) -> bool:
+        return terminal_rows >= cls.SCREEN_ROWS + 4
+
+    def start(self) -> None:
+        """Clear the terminal into screen + separator + serial region, and replay the serial tail there."""
+        first = self.SCREEN_ROWS + 2
+        region_rows = self.terminal_rows - first + 1
+        with self.mux.lock:
+            tail = b"\n".join(bytes(self.mux.recent).split(b"\n")[-region_rows:])
+        self._write(f"\x1b[2J\x1b[{first - 1};1H\x1b[2m{'─' * 80}\x1b[0m"
+                    f"\x1b[{first};{self.terminal_rows}r\x1b[{first};1H", tail)
+        self.active = True
+
+    def draw(self, screen: object) -> None:
+        from .screen import render_ansi
+
+        # Save the cursor (it belongs to the serial region), paint, restore.
+        self._write("\x1b7" + render_ansi(screen) + "\x1b8")  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        if self.active:
+            # Resetting the scroll region homes the cursor: put it back under the serial region.
+            self._write("\x1b7\x1b[r\x1b8\n")
+            self.active = False
+
+    def _write(self, text: str, then: bytes = b"") -> None:
+        with self.mux.lock:
+            if self.mux.closed:
+                return
+            try:
+                self.mux.stream.write(text.encode() + then)
+                self.mux.stream.flush()
+            except BrokenPipeError:
+                self.mux.closed = True
+
+
+class ScreenWatcher:
+    """Follows guests' VGA text screens: the live view, and what is left at the end."""
+
+    def __init__(self, screens: list[Callable[[], object]], view: VgaView | None, always: bool) -> None:
+        self.screens = screens  # one reader per guest (Machine.screen)
+        self.initial = [read() for read in screens]
+        self.view = view  # live view of the first guest, when the terminal allows it
+        self.always = always  # --vga on: show it before the guest writes anything
+        self._shown: object = None
+        self._finished = False
+
+    def changed(self, index: int) -> bool:
+        return self.screens[index]() != self.initial[index]
+
+    def tick(self) -> None:
+        if self.view is None or self._finished:
+            return
+        screen = self.screens[0]()
+        if not self.view.active:
+            if not (self.always or screen != self.initial[0]):
+                return
+            self.view.start()
+        if screen != self._shown:
+            self.view.draw(screen)
+            self._shown = screen
+
+    def finish(self) -> None:
+        """The last draw, then hand the terminal back (safe to call twice: cleanup paths do)."""
+        self.tick()
+        self._finished = True
+        if self.view is not None:
+            self.view.stop()
+
+    @property
+    def shown_live(self) -> bool:
+        return self._shown is not None

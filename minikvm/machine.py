@@ -28,6 +28,7 @@ from .devices.pic import Pic8259Pair
 from .devices.pit import Pit8254
 from .devices.sysctl import SystemControlPortB
 from .devices.uart import IER_ETBEI, MCR_LOOP, Uart16550
+from .devices.vga import TEXT_BASE, TEXT_WINDOW_END, TextScreen, VgaCrtc, read_screen
 from .emu.cpu import Emu, EmuError, EmuVcpu
 from .kvm.exits import HltExit, InternalErrorExit, IoExit
 from .kvm.system import Kvm, KvmError, Vcpu
@@ -233,6 +234,8 @@ class Machine:
         bus.register(ports.I8042.base, 1, i8042, "i8042 data")
         bus.register(ports.I8042.base + I8042.COMMAND, 1, _Shifted(i8042, I8042.COMMAND), "i8042 status/command")
         bus.register(*ports.DEBUG_EXIT, DebugExit(stop), "debug-exit port")
+        self.vga = VgaCrtc()
+        bus.register(*ports.VGA, self.vga, "VGA (colour text mode)")
         absent = [(ports.CMOS, "CMOS (absent)"), (ports.POST, "POST")]
         if not self.config.guest.interrupts:
             absent += [(ports.PIC_MASTER, "PIC (absent)"), (ports.PIC_SLAVE, "PIC slave (absent)"),
@@ -267,6 +270,12 @@ class Machine:
             self.loop.last_exit = HltExit()  # the stop report points at the HLT, as after a HLT exit
             return StopReason(StopKind.HALT, "halted (HLT) with interrupts disabled")
         return None
+
+    def screen(self) -> TextScreen | None:
+        """The VGA text screen as the guest left it in RAM (None when RAM does not reach 0xB8000)."""
+        if not self.memory.contains(TEXT_BASE, TEXT_WINDOW_END - TEXT_BASE):
+            return None
+        return read_screen(self.memory.read, self.vga)
 
     def poll(self) -> None:
         """Called every few tens of milliseconds from the thread that runs the machines."""
@@ -376,8 +385,12 @@ def _install_kick_handler() -> Callable[[], None]:
 
 
 def run_machines(machines: list[Machine], timeout: float | None = None,
-                 on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
-    """Run every machine in its own thread; stop all on timeout or Ctrl-C."""
+                 on_result: Callable[[RunResult], None] | None = None,
+                 on_tick: Callable[[], None] | None = None) -> list[RunResult]:
+    """Run every machine in its own thread; stop all on timeout or Ctrl-C.
+
+    `on_tick` is called every few tens of milliseconds on this thread (e.g. to redraw a screen).
+    """
     restore = _install_kick_handler()
     results: dict[int, RunResult] = {}
     done = threading.Condition()
@@ -411,6 +424,8 @@ def run_machines(machines: list[Machine], timeout: float | None = None,
                 done.wait(_POLL_SECONDS if remaining is None else min(remaining, _POLL_SECONDS))
                 for machine in machines:
                     machine.poll()
+                if on_tick is not None:
+                    on_tick()
     except KeyboardInterrupt as interrupt:
         why = str(interrupt) or "interrupted (Ctrl-C)"
         for machine in machines:

@@ -75,8 +75,7 @@ class RunLoop:
         self.last_exit: Exit | None = None  # for the stop report
         self._inline_seconds = 0.0
         self.idle_check: Callable[[], StopReason | None] | None = None
-        # Called when the guest looks for input, and at the end: a prompt
-        # without a newline must reach the screen before the guest waits.
+        # Called at the end, so the output is complete before the stop report.
         self.flush_output: Callable[[], None] = lambda: None
 
     def request_stop(self, reason: StopReason) -> None:
@@ -181,7 +180,6 @@ class RunLoop:
                 self.ports.write(port, size, value)
         else:
             self.stats.by_port[port, "in"] += 1
-            self.flush_output()
             values = [self.ports.read(port, size) for _ in range(exit.count)]
             if self.trace is not None:
                 for value in values:

@@ -15,6 +15,7 @@ COM1_IRQ = 4
 HYPERCALL = PortRange(0x500, 1)
 I8042 = PortRange(0x60, 5)  # data at offset 0, status/command at offset 4 (0x61 between is not the i8042's)
 SYSTEM_CONTROL = PortRange(0x61, 1)  # "port B": PIT channel 2 gate and output, speaker
+VGA = PortRange(0x3C0, 0x20)  # colour VGA: attribute/sequencer/DAC/graphics, CRTC 0x3D4/0x3D5, status 0x3DA
 FAST_A20 = PortRange(0x92, 1)
 DEBUG_EXIT = PortRange(0xF4, 4)  # as QEMU's isa-debug-exit,iobase=0xf4,iosize=4
 

@@ -16,7 +16,7 @@ Where this model departs from the chip, or the datasheet leaves room:
 - A count written takes effect at once; the chip's one-clock load delay
   (0.84 µs) is not modelled. So with divisor N, IRQ 0 edges come N, 2N, ...
   clocks after the write: programming 100 Hz (N = 11932) gives a first edge
-  10.000 15 ms later and the hundredth at 1.000 015 s.
+  10.00015 ms later and the hundredth at 1.000015 s.
 - A new count written to a running rate generator (mode 2) or square wave
   (mode 3) without a new control word takes over at the end of the current
   period, so the edges stay on their grid; the datasheet makes mode 3 switch
@@ -30,8 +30,8 @@ Where this model departs from the chip, or the datasheet leaves room:
   of the original programming. The PIC would merge the pulses into one
   request anyway; the guest sees a lost tick, not a burst of late ones.
 - Modes 6 and 7 are modes 2 and 3, as on the chip (the status byte then
-  reports 2 and 3). Modes 1 and 5 wait for a rising gate; channels 0 and 1
-  have their gates tied high on a PC, so there they never start, as on a PC.
+  reports 2 and 3). Modes 1 and 5 wait for a rising gate; the gates of
+  channels 0 and 1 are tied high on a PC, so there these modes never start.
 - BCD counting is implemented (four decades, 0 means 10000); a digit above
   9 counts as its binary value. A count of 1 in modes 2 and 3, illegal on
   the chip, gives one edge per input clock.
@@ -100,10 +100,12 @@ class PitChannelState:
     armed: bool = False  # a whole count was written since the control word
     waiting: bool = False  # modes 1 and 5: armed, but no gate trigger yet
     count: int = 0  # the count the counting element runs with (0 stands for 65536/10000)
-    running_for: float | None = None  # seconds since the count started; None: held
+    running_for: float | None = None  # seconds since the count started (< 0: see previous); None: held
     held_elapsed: float = 0.0  # elapsed seconds at which a held count stopped
     next_edge: int = 1  # index of the next output edge not yet delivered
-    previous: tuple[float, int] | None = None  # (age of its start, count) of the period ending at the start
+    # A new count waiting for the current period to end: (age of that period's
+    # start, its count in clocks); the new count starts when it ends.
+    previous: tuple[float, int] | None = None
     gate: bool = True
     write_msb_next: bool = False
     write_lsb: int = 0

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import NamedTuple
 
-from .layout import PortRange
+from .layout import VGA
 
 COLUMNS = 80
 ROWS = 25
@@ -32,10 +32,10 @@ TEXT_BYTES = COLUMNS * ROWS * 2
 TEXT_WINDOW_END = 0xC0000  # the 32 KiB window the colour text buffer is decoded in
 BLANK_ATTRIBUTE = 0x07  # light grey on black: what the BIOS clears the screen to
 
-# One range for all the VGA ports of a colour adapter, 0x3C0-0x3DF.
+# All the VGA ports of a colour adapter, 0x3C0-0x3DF (layout.VGA).
 # (0x3B4/0x3B5/0x3BA are the monochrome aliases, used only when the
 # miscellaneous output register's bit 0 is clear; not modelled.)
-VGA_PORTS = PortRange(0x3C0, 0x20)
+VGA_PORTS = VGA
 
 # Port offsets from VGA_PORTS.base.
 ATTR_INDEX = 0x00  # 0x3C0: attribute index/data, alternating on writes

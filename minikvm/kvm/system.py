@@ -83,8 +83,14 @@ def _explain_open_failure(path: str, err: OSError) -> KvmUnavailableError:
         except KeyError:
             group = str(st.st_gid)
         mode = stat.filemode(st.st_mode)
-        return KvmUnavailableError(path, f"{path} is not accessible to this user ({mode}, group "
-                                   f"'{group}'): add yourself to group '{group}' and log in again")
+        group_rw = stat.S_IRGRP | stat.S_IWGRP
+        if st.st_mode & group_rw == group_rw:
+            advice = f"add yourself to group '{group}' and log in again"
+        else:
+            advice = (f"only its owner may open it and the group '{group}' may not: run as the owner, or "
+                      f"let a group you are in read and write it (e.g. chgrp kvm {path}; chmod 660 {path})")
+        return KvmUnavailableError(path, f"{path} is not accessible to this user ({mode}, group '{group}'): "
+                                   f"{advice}")
     return KvmUnavailableError(path, f"cannot open {path}: {err.strerror}")
 
 
@@ -99,7 +105,12 @@ class Kvm:
         except OSError as err:
             raise _explain_open_failure(path, err) from None
         self._finalizer = weakref.finalize(self, os.close, self.fd)
-        version = _ioctl(self.fd, uapi.KVM_GET_API_VERSION)
+        try:
+            version = _ioctl(self.fd, uapi.KVM_GET_API_VERSION)
+        except KvmError as err:
+            self.close()
+            raise KvmUnavailableError(path, f"{path} is not a KVM device (KVM_GET_API_VERSION: "
+                                      f"{os.strerror(err.errno)})") from None
         if version != uapi.KVM_API_VERSION:
             self.close()
             raise KvmUnavailableError(path, f"{path} speaks KVM API {version}, minikvm needs "

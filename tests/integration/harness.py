@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ from minikvm.boot.bundled import BundledGuest, find_bundled
 from minikvm.debug.report import stop_line, stop_report
 from minikvm.devices.input import InputBuffer
 from minikvm.emu.cpu import Emu
+from minikvm.emu.delivery import ChainLink
 from minikvm.kvm.system import Kvm
 from minikvm.machine import GuestSpec, Machine, MachineConfig, RunResult, run_machines
 
@@ -23,6 +24,7 @@ from minikvm.machine import GuestSpec, Machine, MachineConfig, RunResult, run_ma
 class Outcome:
     result: RunResult
     output: bytes
+    chain: list[ChainLink] = field(default_factory=list)  # the software CPU's exception chain
 
     def explain(self) -> str:
         """Shown when an assertion fails: the guest output and the stop report."""
@@ -81,11 +83,12 @@ def run_specs(specs: list[GuestSpec], stdin: bytes | None = b"", timeout: float 
                 buffer.close()
             machines.append(Machine(MachineConfig(spec, input_grace=grace), root, outputs[index].extend, buffer))
         results = run_machines(machines, timeout=timeout)
+        chains = [list(getattr(machine.vcpu, "chain", [])) for machine in machines]  # the software CPU's
     finally:
         for machine in machines:
             machine.close()
         root.close()
-    return [Outcome(r, bytes(o)) for r, o in zip(results, outputs, strict=True)]
+    return [Outcome(r, bytes(o), c) for r, o, c in zip(results, outputs, chains, strict=True)]
 
 
 def run_one(spec: GuestSpec, **kwargs: object) -> Outcome:

@@ -46,8 +46,14 @@ class Rig:
         self.pic.set_irq(irq, True)
         self.pic.set_irq(irq, False)
 
-    def remap(self, master: int = 0x20, slave: int = 0x28, icw1: int = ICW1_EDGE_CASCADE_ICW4,
-              icw4: int = ICW4_8086, masks: tuple[int, int] = (0x00, 0x00)) -> None:
+    def remap(
+        self,
+        master: int = 0x20,
+        slave: int = 0x28,
+        icw1: int = ICW1_EDGE_CASCADE_ICW4,
+        icw4: int = ICW4_8086,
+        masks: tuple[int, int] = (0x00, 0x00),
+    ) -> None:
         """The OSDev-wiki style remap most hobby kernels copy."""
         self.outb(MASTER_CMD, icw1)
         self.outb(SLAVE_CMD, icw1)
@@ -119,6 +125,16 @@ def test_linux_probe_and_init_sequence() -> None:
     rig.outb(SLAVE_CMD, SPECIFIC_EOI + 6)
     rig.outb(MASTER_CMD, SPECIFIC_EOI + 2)
     assert (rig.isr(MASTER_CMD), rig.isr(SLAVE_CMD)) == (0, 0)
+
+
+def test_icw2_low_bits_are_the_ir_number_not_the_base() -> None:
+    rig = Rig()
+    rig.remap(master=0x25, slave=0x2F)
+    rig.pulse(1)
+    rig.pulse(9)
+    assert rig.pic.acknowledge() == 0x21
+    rig.outb(MASTER_CMD, EOI)
+    assert rig.pic.acknowledge() == 0x29
 
 
 def test_hobby_os_remap_and_non_specific_eoi() -> None:
@@ -331,11 +347,12 @@ def test_rotation_commands_move_the_lowest_priority() -> None:
     assert rig.pic.acknowledge() == 0x25
     rig.outb(MASTER_CMD, 0xA0)  # rotate on non-specific EOI: IR5 goes last
     assert rig.isr(MASTER_CMD) == 0
-    rig.pulse(6)
-    assert rig.pic.acknowledge() == 0x26  # IR6 is now the highest
+    rig.pulse(4)
+    assert rig.pic.acknowledge() == 0x21  # order 6 7 0 1 2 3 4 5: IR1 beats IR4
     rig.outb(MASTER_CMD, 0xC7)  # back to the default order
     rig.outb(MASTER_CMD, EOI)
-    assert rig.pic.acknowledge() == 0x21
+    rig.pulse(0)
+    assert rig.pic.acknowledge() == 0x20
 
 
 def test_special_mask_mode_lets_lower_levels_in() -> None:
@@ -353,6 +370,38 @@ def test_special_mask_mode_lets_lower_levels_in() -> None:
     rig.outb(MASTER_CMD, SPECIFIC_EOI + 5)
     rig.pulse(6)
     assert rig.pic.pending_vector() is None  # IR1 blocks again
+
+
+def test_special_fully_nested_master_lets_a_higher_slave_request_through() -> None:
+    rig = Rig()
+    rig.remap()
+    rig.outb(MASTER_CMD, ICW1_EDGE_CASCADE_ICW4)  # the master again, with SFNM
+    rig.outb(MASTER_DATA, 0x20)
+    rig.outb(MASTER_DATA, 0x04)
+    rig.outb(MASTER_DATA, 0x11)
+    rig.outb(MASTER_DATA, 0x00)
+    rig.pulse(14)
+    assert rig.pic.acknowledge() == 0x2E
+    rig.pulse(12)
+    assert rig.pic.acknowledge() == 0x2C  # IR2 in service does not hold it off
+    rig.pulse(15)
+    assert rig.pic.pending_vector() is None  # the slave's own ISR still ranks it
+
+
+def test_rotate_in_auto_eoi_mode() -> None:
+    rig = Rig()
+    rig.remap(icw4=ICW4_8086_AEOI)
+    rig.outb(MASTER_CMD, 0x80)  # set rotate in AEOI
+    rig.pulse(1)
+    assert rig.pic.acknowledge() == 0x21  # IR1 now lowest, IR2 highest
+    rig.pulse(0)
+    rig.pulse(3)
+    assert rig.pic.acknowledge() == 0x23
+    rig.outb(MASTER_CMD, 0x00)  # clear rotate in AEOI: IR3 stays lowest
+    assert rig.pic.acknowledge() == 0x20
+    rig.pulse(0)
+    rig.pulse(1)
+    assert rig.pic.acknowledge() == 0x20  # IR0 did not go last
 
 
 def test_poll_command_acknowledges_through_the_command_port() -> None:
@@ -386,6 +435,21 @@ def test_on_change_fires_when_intr_rises_and_may_call_back() -> None:
     rig.pic.acknowledge()
     rig.outb(MASTER_CMD, EOI)  # the EOI lets IRQ 6 raise INTR again
     assert seen == [0x24, 0x26]
+
+
+def test_set_irq_from_another_thread_waits_for_the_lock() -> None:
+    # White-box: a register access in progress on the vCPU thread holds the
+    # lock, and the console thread's set_irq must wait for it, not interleave.
+    rig = Rig()
+    rig.remap()
+    thread = threading.Thread(target=rig.pulse, args=(4,))
+    with rig.pic._lock:
+        thread.start()
+        thread.join(timeout=0.2)
+        assert thread.is_alive()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert rig.pic.pending_vector() == 0x24
 
 
 def test_wide_read_splits_into_command_and_data_ports() -> None:

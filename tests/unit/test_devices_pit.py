@@ -202,6 +202,18 @@ def test_mode0_one_shot() -> None:
     assert rig.pulses == 1
 
 
+def test_mode4_one_shot_as_linux_clockevents_use_it() -> None:
+    rig = Rig()
+    rig.outb(CONTROL, 0x38)  # pit_set_oneshot: channel 0, lobyte/hibyte, mode 4
+    rig.outb(CH0, 1000 & 0xFF)
+    rig.outb(CH0, 1000 >> 8)  # pit_next_event
+    levels = [rig.at(clocks(t)).pit.output(0) for t in (0, 999, 1000, 1001)]
+    assert levels == [True, True, False, True]  # a one-clock strobe at terminal count
+    assert rig.pit.next_deadline() == pytest.approx(clocks(1001))  # IRQ 0 rises as it ends
+    assert rig.pit.advance(clocks(1001)) == 1
+    assert rig.pit.next_deadline() is None
+
+
 def test_mode0_first_byte_of_a_new_count_stops_it() -> None:
     rig = Rig()
     rig.program(CH0_WORD_MODE0, 100)
@@ -264,6 +276,10 @@ def test_bcd_counts_in_decimal() -> None:
     assert rig.pit.next_deadline() == pytest.approx(clocks(1000))
     rig.at(clocks(1))
     assert rig.latched() == 0x0999
+    rig.program(CH0_WORD_MODE2_BCD, 0)  # 0 is 10000 in BCD
+    assert rig.pit.next_deadline() == pytest.approx(clocks(1 + 10_000))
+    rig.at(clocks(3))
+    assert rig.latched() == 0x9998
 
 
 def test_read_back_latches_status_then_count() -> None:
@@ -309,6 +325,7 @@ def test_channel2_mode1_starts_on_a_rising_gate() -> None:
     rig.program(CH2_WORD_MODE1, 100, port=CH2)
     rig.at(clocks(1000))
     assert rig.pit.output(2)  # armed, untriggered: OUT high
+    assert rig.latched(CH2) == 100  # the count waits in the count register
     rig.pit.set_gate(2, True)
     rig.at(clocks(1050))
     assert not rig.pit.output(2)

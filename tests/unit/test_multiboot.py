@@ -6,12 +6,14 @@ each test says exactly which program headers it is about.
 
 from __future__ import annotations
 
+import io
 import struct
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from elftools.elf.elffile import ELFFile
 
 from minikvm.arch.x86.descriptors import decode_descriptor
 from minikvm.arch.x86.registers import CR0_PE, CR0_PG, RFLAGS_IF, RFLAGS_VM
@@ -136,10 +138,6 @@ def build_elf(tmp_path: Path) -> Callable[..., bytes]:
 
 
 def symbol(image: bytes, name: str) -> int:
-    import io
-
-    from elftools.elf.elffile import ELFFile
-
     table = ELFFile(io.BytesIO(image)).get_section_by_name(".symtab")
     return table.get_symbol_by_name(name)[0]["st_value"]
 
@@ -169,7 +167,7 @@ def test_a_higher_half_kernel_is_entered_at_the_physical_entry(mem: GuestMemory,
 
 def test_elf64_is_refused(mem: GuestMemory, build_elf: Callable[..., bytes]) -> None:
     image = build_elf(bits=64)
-    with pytest.raises(ImageError, match="64-bit ELF file; a multiboot .*32-bit"):
+    with pytest.raises(ImageError, match=r"64-bit ELF file; a multiboot .*32-bit"):
         load_multiboot(mem, image, "k64.elf")
 
 
@@ -325,6 +323,7 @@ def test_command_line_limits(mem: GuestMemory) -> None:
 
 
 def test_entry_state_follows_the_specification(mem: GuestMemory) -> None:
+    mem.fill(0x500, 0x1000, 0xCC)  # the tables must be written, not found zeroed
     state = load_multiboot(mem, kludge_image(), "k.bin")
     assert state.mode is Mode.PROTECTED
     assert state.regs["rax"] == EAX_MAGIC and state.regs["rbx"] == INFO_ADDR

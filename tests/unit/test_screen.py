@@ -41,6 +41,9 @@ def test_ansi_output_draws_every_row_with_colours_and_places_the_cursor() -> Non
     assert "\x1b[0;97;44mTitle" in out
     assert "\x1b[0;92;40mHello" in out
     assert "\x1b[0;93;41mend!!" in out
+    # Only the blink bit differs between these two: one colour change, not two.
+    blink = render_ansi(make_screen({(3, 0): (b"a", 0x1F), (3, 1): (b"b", 0x9F)}))
+    assert "\x1b[0;97;44mab" in blink
     # Reset, then the terminal cursor at the VGA cursor (1-based), shown.
     assert out.endswith("\x1b[0m\x1b[3;10H\x1b[?25h")
 
@@ -91,6 +94,19 @@ def test_png_draws_box_pictures_the_font_lacks(tmp_path: Path) -> None:
     image = Image.open(tmp_path / "box.png").convert("RGB")
     for column in (1, 2, 3, 4):
         assert VGA_PALETTE[15] in pixel_colours(image, 1, column), f"column {column} is empty"
+    # "═" is two lines across the whole cell, either side of the middle, so
+    # neighbouring cells join up into a frame.
+    x, y, white = 2 * 8, 1 * 16, VGA_PALETTE[15]
+    assert [image.getpixel((x + i, y + 6)) == white for i in range(8)] == [True] * 8
+    assert [image.getpixel((x + i, y + 8)) == white for i in range(8)] == [True] * 8
+    assert image.getpixel((x, y + 7)) != white
+    # "╔": its outer corner is closed, nothing sticks out above or left of it.
+    x = 1 * 8
+    assert image.getpixel((x + 2, y + 6)) == white and image.getpixel((x + 2, y + 15)) == white
+    assert image.getpixel((x + 2, y + 5)) != white and image.getpixel((x + 1, y + 6)) != white
+    # ... and its inner lines meet at the inner corner without crossing into it.
+    assert image.getpixel((x + 4, y + 8)) == white
+    assert image.getpixel((x + 4, y + 7)) != white and image.getpixel((x + 3, y + 8)) != white
 
 
 def test_box_arms_read_from_the_character_names() -> None:

@@ -1,0 +1,255 @@
+"""Bad command lines and bad files: one clear line, status 2, nothing started.
+
+Every case checks the whole contract of DESIGN.md for usage and input
+errors: exit status 2, stderr is exactly one line `minikvm: error: …` that
+names the problem, stdout is empty (no guest ran), and no traceback anywhere.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import re
+import resource
+import stat
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .support import PAGING_HELLO, PAGING_HELLO_OUTPUT, command, describe, expected_output, run, stop_lines
+
+pytestmark = pytest.mark.timeout(60)
+
+KVM_DEVICE = "/dev/kvm"  # the path minikvm opens (minikvm/kvm/system.py)
+MIB = 1 << 20
+PM_MEMORY = 4 * MIB  # ABI.md: protected and long-mode guests get 4 MiB
+PM_LOAD = 0x1000  # ABI.md: and are loaded at 0x1000
+
+
+def assert_usage_error(proc: subprocess.CompletedProcess[bytes], patterns: list[str]) -> str:
+    """The error contract; `patterns` (regular expressions, any case) must all be in the line."""
+    text = describe(proc)
+    assert b"Traceback" not in proc.stdout + proc.stderr, text
+    assert proc.returncode == 2, text
+    assert proc.stdout == b"", text
+    err = proc.stderr.decode(errors="replace")
+    assert err.endswith("\n") and err.count("\n") == 1, f"stderr is not exactly one line\n{text}"
+    line = err.rstrip("\n")
+    assert line.startswith("minikvm: error: "), text
+    for pattern in patterns:
+        assert re.search(pattern, line, re.IGNORECASE), f"{pattern!r} is not in the error line\n{text}"
+    return line
+
+
+@dataclass(frozen=True)
+class Bad:
+    """A bad invocation. In `args`, {tmp} is the test's directory; `names` are regular
+    expressions the error line must match ({tmp} there is the escaped directory)."""
+
+    program: str
+    args: tuple[str, ...]
+    names: tuple[str, ...]
+    needs_kvm: bool = False  # the problem is found after /dev/kvm is opened
+
+
+def long_mode_image_size() -> int:
+    """An image that fits in the default 4 MiB below the top page, where long mode's page tables are."""
+    return PM_MEMORY - PM_LOAD - 0x1000
+
+
+CASES = {
+    # files
+    "missing-file": Bad("minikvm", ("run", "{tmp}/missing.bin"),
+                        (r"{tmp}/missing\.bin", r"no such file|not found|does not exist|missing")),
+    "kvm-vmm-missing-file": Bad("kvm-vmm", ("{tmp}/missing.bin",),
+                                (r"{tmp}/missing\.bin", r"no such file|not found|does not exist|missing")),
+    "directory": Bad("minikvm", ("run", "{tmp}/adir"), (r"{tmp}/adir", r"directory")),
+    "empty-file": Bad("minikvm", ("run", "{tmp}/empty.bin"), (r"{tmp}/empty\.bin", r"empty")),
+    "bad-file-among-good-guests": Bad("minikvm", ("run", "hello", "counter", "{tmp}/missing.bin"),
+                                      (r"{tmp}/missing\.bin",)),
+    "real-mode-image-larger-than-memory": Bad(
+        "minikvm", ("run", "--memory", "1M", "{tmp}/big.bin"),
+        (r"{tmp}/big\.bin", r"does not fit|too (big|large)"), needs_kvm=True),
+    "long-mode-image-over-page-tables": Bad(
+        "minikvm", ("run", "--mode", "long", "{tmp}/long.bin"),
+        (r"{tmp}/long\.bin", r"page tables"), needs_kvm=True),
+    "kvm-vmm-long-mode-image-over-page-tables": Bad(
+        "kvm-vmm", ("--long-mode", "{tmp}/long.bin"),
+        (r"{tmp}/long\.bin", r"page tables"), needs_kvm=True),
+    "load-address-beyond-memory": Bad(
+        "minikvm", ("run", "--memory", "1M", "--load", "0xfffff", "{tmp}/two.bin"),
+        (r"{tmp}/two\.bin", r"does not fit|too (big|large)|beyond|outside"), needs_kvm=True),
+    "real-mode-entry-beyond-1mib": Bad(
+        "minikvm", ("run", "--memory", "2M", "--entry", "0x100000", "{tmp}/two.bin"),
+        (r"entry", r"0x100000"), needs_kvm=True),
+    "protected-mode-load-over-gdt": Bad(
+        "minikvm", ("run", "--mode", "protected", "--load", "0", "{tmp}/two.bin"),
+        (r"GDT|IDT", r"overlap"), needs_kvm=True),
+    # options
+    "unknown-option": Bad("minikvm", ("run", "--bogus", "hello"), (r"--bogus",)),
+    "kvm-vmm-unknown-option": Bad("kvm-vmm", ("--bogus", "hello"), (r"--bogus",)),
+    "memory-4X": Bad("minikvm", ("run", "--memory", "4X", "hello"), (r"--memory", r"\b4X\b")),
+    "memory-negative": Bad("minikvm", ("run", "--memory", "-1", "hello"), (r"--memory", r"-1\b")),
+    "memory-zero": Bad("minikvm", ("run", "--memory", "0", "hello"),
+                       (r"--memory", r"64 ?K|at least|too small|\b0\b")),
+    "memory-below-minimum": Bad("minikvm", ("run", "--memory", "32K", "hello"), (r"--memory", r"64 ?K")),
+    "memory-above-maximum": Bad("minikvm", ("run", "--memory", "65G", "hello"), (r"--memory", r"64 ?G")),
+    "memory-1T": Bad("minikvm", ("run", "--memory", "1T", "hello"), (r"--memory", r"\b1T\b", r"64 ?G")),
+    "load-zz": Bad("minikvm", ("run", "--load", "zz", "hello"), (r"--load", r"\bzz\b")),
+    "kvm-vmm-entry-zz": Bad("kvm-vmm", ("--entry", "zz", "hello"), (r"--entry", r"\bzz\b")),
+    "timeout-zero": Bad("minikvm", ("run", "--timeout", "0", "hello"), (r"--timeout", r"positive|greater than")),
+    "timeout-negative": Bad("minikvm", ("run", "--timeout", "-1", "hello"),
+                            (r"--timeout", r"positive|greater than")),
+    "timeout-abc": Bad("minikvm", ("run", "--timeout", "abc", "hello"), (r"--timeout", r"\babc\b")),
+    "input-grace-zero": Bad("minikvm", ("run", "--input-grace", "0", "hello"),
+                            (r"--input-grace", r"positive|greater than")),
+    "accel-unknown": Bad("minikvm", ("run", "--accel", "qemu", "hello"), (r"--accel", r"\bqemu\b")),
+    "log-dir-is-a-file": Bad("minikvm", ("run", "--log-dir", "{tmp}/afile", "hello"),
+                             (r"--log-dir", r"{tmp}/afile", r"not a directory")),
+    "log-dir-below-a-file": Bad("minikvm", ("run", "--log-dir", "{tmp}/afile/logs", "hello"),
+                                (r"--log-dir", r"{tmp}/afile/logs", r"not a directory")),
+    # guests and modes
+    "unknown-guest-suggests-close-name": Bad("minikvm", ("run", "helo"), (r"\bhelo\b", r"\bhello\b")),
+    "unknown-guest-points-to-list": Bad("minikvm", ("run", "zzyzx"), (r"\bzzyzx\b", r"minikvm guests")),
+    "mode-mismatches-bundled-guest": Bad("minikvm", ("run", "--mode", "long", "hello"),
+                                         (r"\bhello\b", r"\breal\b", r"\blong\b")),
+    "protected-mode-for-long-mode-guest": Bad("minikvm", ("run", "--mode", "protected", "hello_64"),
+                                              (r"\bhello_64\b", r"\blong\b", r"\bprotected\b")),
+    "kvm-vmm-long-mode-for-real-mode-guest": Bad("kvm-vmm", ("--long-mode", "hello"),
+                                                 (r"\bhello\b", r"\breal\b", r"\blong\b")),
+    "mode-unknown": Bad("minikvm", ("run", "--mode", "unreal", "{tmp}/two.bin"), (r"--mode", r"\bunreal\b")),
+    "kvm-vmm-paging-and-long-mode": Bad("kvm-vmm", ("--paging", "--long-mode", "{tmp}/two.bin"),
+                                        (r"--paging", r"--long-mode")),
+    "kvm-vmm-no-guest": Bad("kvm-vmm", (), (r"\bguest", r"required|missing|no guest")),
+}
+
+
+@pytest.fixture
+def bad_files(tmp_path: Path) -> Path:
+    (tmp_path / "empty.bin").write_bytes(b"")
+    (tmp_path / "big.bin").write_bytes(bytes(2 * MIB))  # 2 MiB: more than --memory 1M
+    (tmp_path / "long.bin").write_bytes(bytes(long_mode_image_size()))
+    (tmp_path / "two.bin").write_bytes(b"\xf4\xf4")  # hlt; hlt
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("not a directory\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
+def test_bad_input(case: Bad, bad_files: Path, request: pytest.FixtureRequest) -> None:
+    if case.needs_kvm:
+        request.getfixturevalue("kvm_required")
+    args = [arg.replace("{tmp}", str(bad_files)) for arg in case.args]
+    patterns = [name.replace("{tmp}", re.escape(str(bad_files))) for name in case.names]
+    proc = run(case.program, *args)
+    assert_usage_error(proc, patterns)
+
+
+def mem_available() -> int:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    pytest.skip("/proc/meminfo has no MemAvailable")
+
+
+def test_more_guests_than_free_memory(tmp_path: Path) -> None:
+    each = 16 << 30
+    count = mem_available() // each + 2  # one more than fits, and one for MemAvailable moving
+    image = tmp_path / "hlt.bin"
+    image.write_bytes(b"\xf4")
+    proc = run("minikvm", "run", "--memory", "16G", *[str(image)] * count)
+    assert_usage_error(proc, [rf"\b{count}\b", r"too many|not enough|exceed", r"memory"])
+
+
+def test_more_guests_than_file_descriptors(tmp_path: Path) -> None:
+    """100000 guests on one command line (a short relative path keeps it under ARG_MAX)."""
+    count = 100_000
+    (tmp_path / "g").write_bytes(b"\xf4")
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    def few_files() -> None:  # a host where 100000 VMs' file descriptors cannot exist
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    proc = run("minikvm", "run", *["g"] * count, cwd=tmp_path, preexec_fn=few_files)
+    assert_usage_error(proc, [rf"\b{count}\b", r"too many|not enough|exceed"])
+
+
+# --- the accelerator cannot be had -----------------------------------------------
+
+
+def test_accel_kvm_for_a_mode_this_kvm_cannot_run(kvm_required: None, tiny_guest: Callable[[str, bytes], Path]) -> None:
+    """DESIGN.md: `--accel kvm` for a mode the host's KVM cannot run is a clear error before any
+    guest code runs, never a mysterious SHUTDOWN. Where KVM can run 32-bit paging, the guest runs."""
+    proc = run("kvm-vmm", "--paging", "--accel", "kvm", str(tiny_guest("paging", PAGING_HELLO)))
+    if proc.returncode == 2:
+        assert_usage_error(proc, [r"paging", r"--accel (emu|auto)"])
+    else:
+        assert proc.returncode == 0 and proc.stdout == PAGING_HELLO_OUTPUT, describe(proc)
+        assert "halted" in stop_lines(proc.stderr)["paging"], describe(proc)
+
+
+# --- /dev/kvm missing, not KVM, or not accessible (faked in a private mount namespace) ---
+
+
+def in_namespace(prefix: list[str], setup: str, *argv: str) -> subprocess.CompletedProcess[bytes]:
+    """Run `setup`, then argv, as root in a private mount namespace (the host's mounts are untouched)."""
+    return subprocess.run([*prefix, f'{setup} && exec "$@"', "e2e", *argv],
+                          input=b"", capture_output=True, timeout=60)
+
+
+NO_DEV = "mount -t tmpfs none /dev"  # an empty /dev: no /dev/kvm
+
+
+def test_dev_kvm_missing_with_accel_kvm(mount_namespace: list[str]) -> None:
+    proc = in_namespace(mount_namespace, NO_DEV, command("minikvm"), "run", "--accel", "kvm", "hello")
+    assert_usage_error(proc, [re.escape(KVM_DEVICE), r"does not exist|missing|no such|not found"])
+
+
+def test_dev_kvm_missing_auto_runs_on_the_software_cpu(mount_namespace: list[str]) -> None:
+    """DESIGN.md: auto picks the software CPU where KVM is missing, and says so in one line."""
+    proc = in_namespace(mount_namespace, NO_DEV, command("minikvm"), "run", "hello")
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout == expected_output("hello"), describe(proc)
+    assert "Traceback" not in proc.stderr.decode(), describe(proc)
+    notes = [line for line in proc.stderr.decode().splitlines() if "software CPU" in line]
+    assert len(notes) == 1 and KVM_DEVICE in notes[0], describe(proc)
+    assert "halted" in stop_lines(proc.stderr)["hello"], describe(proc)
+
+
+def test_dev_kvm_is_not_kvm(mount_namespace: list[str]) -> None:
+    proc = in_namespace(mount_namespace, f"mount --bind /dev/null {KVM_DEVICE}",
+                        command("minikvm"), "run", "--accel", "kvm", "hello")
+    assert_usage_error(proc, [re.escape(KVM_DEVICE), r"not (a )?KVM|KVM_GET_API_VERSION"])
+
+
+UNPRIVILEGED = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o660], ids=["owner-only", "owner-and-group"])
+def test_dev_kvm_not_accessible(mount_namespace: list[str], tmp_path: Path, mode: int) -> None:
+    """As an unprivileged user, /dev/kvm (a stand-in owned by root:root) cannot be opened.
+
+    The message must name the device and, if it gives advice, advice that
+    works: joining the device's group only helps when the group may read
+    and write it.
+    """
+    probe = subprocess.run([*UNPRIVILEGED, command("minikvm"), "--help"], capture_output=True, timeout=30)
+    if probe.returncode != 0:
+        pytest.skip(f"minikvm cannot run as uid 65534 here: {probe.stderr.decode().strip()[-200:]}")
+    stand_in = tmp_path / "kvm"
+    stand_in.write_bytes(b"")
+    os.chown(stand_in, 0, 0)
+    os.chmod(stand_in, mode)
+    proc = in_namespace(mount_namespace, f"mount --bind {stand_in} {KVM_DEVICE}",
+                        *UNPRIVILEGED, command("minikvm"), "run", "--accel", "kvm", "hello")
+    line = assert_usage_error(proc, [re.escape(KVM_DEVICE), r"not accessible|permission denied"])
+    group = grp.getgrgid(0).gr_name
+    joins = re.search(r"(add yourself to|join) (the )?group '?([\w-]+)", line)
+    if mode & (stat.S_IRGRP | stat.S_IWGRP) == stat.S_IRGRP | stat.S_IWGRP:
+        assert joins and joins[3] == group, f"the advice should name group '{group}': {line}"
+    else:
+        assert not joins, f"joining group '{group}' cannot help with a mode {mode:o} device: {line}"
