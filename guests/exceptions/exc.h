@@ -13,8 +13,10 @@
  *     "unexpected vec=.." and the words the CPU pushed, GATE to install a
  *     handler, SETUP to load all of it, ENTER_RING3 to IRET to user code.
  *
- * The library code goes into .text.lib, which guest.ld places after the
- * guest's own .text, so _start stays the first byte of the image.
+ * EXC_LIB emits the library; a guest invokes it once, at its end.  In 32-
+ * and 64-bit mode the code goes into .text.lib, which guest.ld places after
+ * the guest's own .text, so _start stays the first byte of the image; in
+ * real mode it is emitted right where EXC_LIB stands.
  *
  * Every output line is "<tag> key=value key=value ...", values in hex: the
  * tests parse it and compare every value with the one the SDM prescribes.
@@ -78,7 +80,7 @@
 
 .macro EXC_LIB                  /* place it at the end of the guest */
     .code16
-putc:                           /* AL; preserves every register and no flags */
+putc:                           /* AL; preserves every register (not the flags) */
     push    %ax
     push    %bx
     push    %dx

@@ -37,7 +37,8 @@ from unicorn import (
 
 from ..arch.x86.cpustate import SEGMENT_NAMES, segment_to_kvm
 from ..arch.x86.descriptors import Segment, decode_descriptor
-from ..arch.x86.registers import CR0_PE, EFER_LMA, MSR_EFER, RFLAGS_IF
+from ..arch.x86.registers import CR0_PE, EFER_LMA, MSR_EFER, RFLAGS_IF, RFLAGS_RF
+from ..arch.x86.walk import Op
 from ..errors import MinikvmError
 from ..kvm import uapi
 from ..kvm.exits import AcceleratorErrorExit, Exit, HltExit, InterruptedExit, IoExit, ShutdownExit
@@ -257,8 +258,11 @@ class EmuVcpu:
             if deadline is not None:
                 slice_end = min(slice_end, deadline)
             timeout_us = max(int((slice_end - time.monotonic()) * 1e6), 100)
+            # Unicorn never clears RF after an IRET (a real CPU does, after one instruction);
+            # a slice boundary is the closest point to do it.
+            regs.flags &= ~RFLAGS_RF
             try:
-                uc.emu_start(regs.ip, _UNREACHABLE, timeout=timeout_us)
+                uc.emu_start(self._begin_address(), _UNREACHABLE, timeout=timeout_us)
             except UcError as err:
                 return self._engine_error(err)
             if self._result is not None or self._stop_requested or self._restart:
@@ -270,6 +274,13 @@ class EmuVcpu:
             if not regs.flags & RFLAGS_IF:
                 return HltExit()
             self._sleep_until_interrupt()
+
+    def _begin_address(self) -> int:
+        """emu_start's begin: a 16-bit engine subtracts CS*16 from it, whatever the CPU mode."""
+        ip = self.regs.ip  # type: ignore[union-attr]
+        if self.mode == UC_MODE_16:
+            return ip + (self._engine().reg_read(x86.UC_X86_REG_CS) << 4)
+        return ip
 
     def _sleep_until_interrupt(self) -> None:
         """HLT with IF=1: nothing runs until a timer deadline, an IRQ or a stop request."""
@@ -302,6 +313,11 @@ class EmuVcpu:
 
     def _create(self, mode: int) -> None:
         uc = Uc(UC_ARCH_X86, mode)
+        # Run until stopped, never to an `until` address: Unicorn translates `until` through the
+        # page tables at every stop, which sets CR2 and a stale old_exception when it is unmapped.
+        uc.ctl_exits_enabled(True)
+        uc.ctl_set_exits([])
+        self.mode = mode
         for guest_addr, size, host_addr in self.vm.regions:
             uc.mem_map_ptr(guest_addr, size, UC_PROT_ALL, host_addr)
         self._map_mmio_holes(uc, mode)
@@ -390,15 +406,14 @@ class EmuVcpu:
         return None
 
     def _page_fault_code(self) -> int:
-        """P/W/U/I of the #PF Unicorn reported (SDM 4.7), from CR2 and the faulting instruction."""
+        """The #PF error code (SDM 4.7) for the fault Unicorn reported: the access is decoded from
+        the instruction, the code comes from minikvm's walk of the guest's tables."""
         uc, regs = self._engine(), self.regs
         assert regs is not None
         cr2, ip = uc.reg_read(x86.UC_X86_REG_CR2), regs.ip
         fetch = 0 <= cr2 - ip < 16 and not self._translates(cr2, UC_PROT_EXEC)
-        present = self._translates(cr2, 1)
-        write = False if fetch else self._instruction_writes_memory(ip)
-        nx_fetch = fetch and present
-        return int(present) | int(write) << 1 | int(regs.cpl == 3) << 2 | int(nx_fetch) << 4
+        op = Op.EXECUTE if fetch else Op.WRITE if self._instruction_writes_memory(ip) else Op.READ
+        return self.deliverer.page_fault_code(cr2, op)
 
     def _translates(self, addr: int, prot: int) -> bool:
         try:

@@ -18,6 +18,8 @@ from unicorn import Uc, UcError
 from unicorn.x86_const import (
     UC_X86_REG_CR0,
     UC_X86_REG_CR2,
+    UC_X86_REG_CR3,
+    UC_X86_REG_CR4,
     UC_X86_REG_CS,
     UC_X86_REG_GDTR,
     UC_X86_REG_IDTR,
@@ -28,11 +30,13 @@ from unicorn.x86_const import (
 from ..arch.x86.descriptors import Descriptor, decode_descriptor
 from ..arch.x86.exceptions import VECTORS, vector_name
 from ..arch.x86.registers import CR0_PE, RFLAGS_AC, RFLAGS_IF, RFLAGS_NT, RFLAGS_RF, RFLAGS_TF, RFLAGS_VM
+from ..arch.x86.walk import PF_P, PF_US, PF_WR, Access, Op, translate
 from .guestmem import GuestView, VirtualAccessFault
 from .quirks import force_cpl0, reset_old_exception
 from .registers import RegisterFile
 
 CONTRIBUTORY = frozenset({0, 10, 11, 12, 13})
+FAULT_VECTORS = frozenset({0, 5, 6, 7, 10, 11, 12, 13, 14, 16, 17, 19, 20, 21})  # SDM table 6-1
 DOUBLE_FAULT, GENERAL_PROTECTION, PAGE_FAULT, NOT_PRESENT, INVALID_TSS, STACK_FAULT = 8, 13, 14, 11, 10, 12
 
 GATE_TASK, GATE_INT16, GATE_TRAP16, GATE_INT32, GATE_TRAP32 = 0x5, 0x6, 0x7, 0xE, 0xF
@@ -51,6 +55,11 @@ class Event:
     def describe(self) -> str:
         code = f" (error code {self.error_code:#x})" if self.error_code is not None else ""
         return f"{vector_name(self.vector)}{code}"
+
+    @property
+    def fault(self) -> bool:
+        """A fault-class exception: the frame's EIP is the faulting instruction and RF is pushed set."""
+        return not self.software and not self.external and self.vector in FAULT_VECTORS
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,9 @@ class Deliverer:
                 self.uc.context_restore(saved)
                 if fault.cr2 is not None:
                     self.uc.reg_write(UC_X86_REG_CR2, fault.cr2)
+                if current.software:
+                    # The fault is the INT instruction's: its frame must point at the INT, not past it.
+                    self.regs.ip -= self._software_interrupt_length(current.vector)
                 self.chain.append(ChainLink(current, rip, f"could not be delivered: {fault.why}"))
                 nxt = _next_event(current, fault)
                 if nxt is None:
@@ -120,6 +132,34 @@ class Deliverer:
             reset_old_exception(self.uc)
             return True
         return True
+
+    def _software_interrupt_length(self, vector: int) -> int:
+        """1 for INT3/INTO/INT1, 2 for INT imm8 (the bytes just before EIP say which)."""
+        ip = self.regs.ip
+        try:
+            before = self.view.read(self._code_linear(ip - 2), 2)
+        except VirtualAccessFault:
+            return 2
+        if before[0] == 0xCD and before[1] == vector:
+            return 2
+        return 1 if before[1] in (0xCC, 0xCE, 0xF1) else 2
+
+    def _code_linear(self, ip: int) -> int:
+        if not self.uc.reg_read(UC_X86_REG_CR0) & CR0_PE:
+            return (self.uc.reg_read(UC_X86_REG_CS) << 4) + (ip & 0xFFFF)
+        selector = self.uc.reg_read(UC_X86_REG_CS)
+        return ip if self.regs.long_mode_active() else (self._descriptor(selector, GENERAL_PROTECTION, 0).base + ip)
+
+    def page_fault_code(self, addr: int, op: Op) -> int:
+        """The #PF error code for an access at the current CPL, from a walk of the guest's tables."""
+        uc = self.uc
+        walk = translate(lambda a, n: bytes(uc.mem_read(a, n)), uc.reg_read(UC_X86_REG_CR0),
+                         uc.reg_read(UC_X86_REG_CR3), uc.reg_read(UC_X86_REG_CR4), self.regs.efer(), addr,
+                         Access.at_cpl(op, self.regs.cpl))
+        if walk.error_code is not None:
+            return walk.error_code
+        # The tables allow it now (a stale TLB entry faulted): a protection fault is the best guess.
+        return PF_P | (PF_WR if op is Op.WRITE else 0) | (PF_US if self.regs.cpl == 3 else 0)
 
     # --- per mode -------------------------------------------------------------
 
@@ -210,7 +250,8 @@ class Deliverer:
         size = 4 if gate_type in (GATE_INT32, GATE_TRAP32) else 2
         fmt = "<I" if size == 4 else "<H"
         flags = self.regs.flags
-        words = [flags, self.uc.reg_read(UC_X86_REG_CS), self.regs.ip]
+        pushed_flags = flags | RFLAGS_RF if event.fault else flags
+        words = [pushed_flags, self.uc.reg_read(UC_X86_REG_CS), self.regs.ip]
         if new_cpl < cpl:
             old_ss, old_sp = self.uc.reg_read(UC_X86_REG_SS), self.regs.sp
             ss0, esp0 = self._tss_stack32(new_cpl, event)
@@ -235,7 +276,8 @@ class Deliverer:
         new_cpl = code.dpl if not code.type & 0x4 else cpl
         flags = self.regs.flags
         old_ss, old_sp = self.uc.reg_read(UC_X86_REG_SS), self.regs.sp
-        words = [old_ss, old_sp, flags, self.uc.reg_read(UC_X86_REG_CS), self.regs.ip]
+        pushed_flags = flags | RFLAGS_RF if event.fault else flags
+        words = [old_ss, old_sp, pushed_flags, self.uc.reg_read(UC_X86_REG_CS), self.regs.ip]
         if ist or new_cpl < cpl:
             rsp = self._tss_stack64(new_cpl, ist, event)
             if new_cpl < cpl:
@@ -319,9 +361,4 @@ class Deliverer:
                                 cr2=fault.addr) from None
 
     def _pf_code(self, addr: int, write: bool) -> int:
-        present = True
-        try:
-            self.view.physical(addr, False)
-        except VirtualAccessFault:
-            present = False
-        return int(present) | (int(write) << 1) | (int(self.regs.cpl == 3) << 2)
+        return self.page_fault_code(addr, Op.WRITE if write else Op.READ)
