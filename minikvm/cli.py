@@ -122,6 +122,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                              "auto = once a single guest on a terminal writes to it")
     parser.add_argument("--screenshot", type=Path, metavar="FILE.png",
                         help="save each guest's final VGA text screen as a PNG (NAME-FILE.png with several guests)")
+    parser.add_argument("--symbols", type=Path, metavar="ELF",
+                        help="symbols for stop reports (default: the guest's own ELF, or NAME.elf beside NAME.bin)")
     parser.add_argument("--interrupts", action=argparse.BooleanOptionalAction, default=None,
                         help="give the guest an interrupt controller and timer (PIC, PIT, UART IRQ 4); "
                              "default: on for --paging guests (the 1K OS layout), off otherwise")
@@ -253,7 +255,8 @@ def _sigterm(signum: int, frame: object) -> None:
 def run_guests(specs: list, args: argparse.Namespace) -> int:
     from .accel import choose
     from .console import GuestOutput, Keyboard, OutputMux
-    from .debug.report import stop_line, stop_report
+    from .debug.explain import explain
+    from .debug.report import stop_line
     from .debug.stats import stats_report
     from .devices.input import InputBuffer
     from .emu.cpu import Emu
@@ -319,8 +322,9 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
         held: list[str] = []  # reports wait while a live VGA view may still repaint the terminal
 
         def report(result: RunResult) -> None:
-            outputs[[m.name for m in machines].index(result.name)].flush()
-            lines = [stop_line(result), *stop_report(result)]
+            index = [m.name for m in machines].index(result.name)
+            outputs[index].flush()
+            lines = [stop_line(result), *explain(machines[index], result, _symbols_for(specs[index], args))]
             if args.stats:
                 lines += stats_report(result.stats, result.unclaimed)
             text = "".join(f"{line}\n" for line in lines)
@@ -344,6 +348,15 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
         say("".join(held))
         _leave_screens(machines, screens, args, say)
     return exit_status([r.stop for r in results])
+
+
+def _symbols_for(spec: object, args: argparse.Namespace) -> object:
+    """--symbols FILE, else the guest's own ELF or the .elf its build left beside the .bin."""
+    from .debug.symbols import SymbolTable
+
+    if args.symbols is not None:
+        return SymbolTable.from_elf(args.symbols)
+    return SymbolTable.beside(spec.path)  # type: ignore[attr-defined]
 
 
 def _screen_watcher(machines: list, mux: object, args: argparse.Namespace, live: bool) -> object:

@@ -84,6 +84,7 @@ class CpuSnapshot:
     sregs: kvm_sregs
     code: bytes  # the instruction bytes at `rip` (KVM's own copy when it gave one)
     reset_state: bool  # the registers are the CPU's reset state, not the fault's
+    chain: list = field(default_factory=list)  # the exception chain, where the accelerator saw it (emu.ChainLink)
 
 
 @dataclass
@@ -165,6 +166,7 @@ class Machine:
         self.vcpu: Vcpu | EmuVcpu | None = None
         self._thread_ident: int | None = None
         self.accel = accel
+        self.input = input
         self.memory = GuestMemory([(0, config.guest.memory)])
         try:
             self._build(accel, input)
@@ -324,7 +326,7 @@ class Machine:
         if code is None:
             code = b"" if reset else self._read_code(sregs.cs.base + rip)
         regs.rip = rip
-        return stop, CpuSnapshot(self.boot.mode, regs, sregs, code, reset)
+        return stop, CpuSnapshot(self.boot.mode, regs, sregs, code, reset, list(getattr(self.vcpu, "chain", [])))
 
     def _stop_address(self, stop: StopReason, rip: int, cs_base: int) -> int:
         """The address of the instruction that ended the run, not the one after it."""

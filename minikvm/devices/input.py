@@ -11,6 +11,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
+CONSUMED_LIMIT = 1 << 20
+
 
 class InputBuffer:
     """A thread-safe, bounded byte queue from the console to one guest."""
@@ -24,6 +26,8 @@ class InputBuffer:
         self.on_data = on_data
         self._bytes: deque[int] = deque()
         self._closed = False
+        # What the guest has taken, so a run can be replayed with the same input (bounded).
+        self.consumed = bytearray()
         self._lock = threading.Lock()
 
     def feed(self, data: bytes) -> int:
@@ -49,7 +53,12 @@ class InputBuffer:
     def read_byte(self) -> int | None:
         """The next byte, or None when none is queued (never blocks)."""
         with self._lock:
-            return self._bytes.popleft() if self._bytes else None
+            if not self._bytes:
+                return None
+            byte = self._bytes.popleft()
+            if len(self.consumed) < CONSUMED_LIMIT:
+                self.consumed.append(byte)
+            return byte
 
     @property
     def pending(self) -> int:

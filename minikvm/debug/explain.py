@@ -1,0 +1,365 @@
+"""The fault explainer: why a guest died, in words a student can act on.
+
+A report has four parts: what happened (one sentence with the exception
+chain), why (causes from a catalogue, each with the state that proves it),
+where (the faulting instruction with its neighbours and symbols), and the
+CPU state. The exception chain comes from the software CPU, which delivers
+every exception itself; on KVM, where a triple fault is a bare SHUTDOWN,
+the run is replayed on the software CPU from the same image and input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..arch.x86.exceptions import VECTORS
+from ..arch.x86.registers import CR0_EM, CR0_PG, CR0_TS, CR4_OSFXSR, CR4_PSE, EFER_LMA
+from ..arch.x86.walk import Access, Op, PagingMode, describe_error_code, paging_mode, translate
+from ..kvm.exits import InternalErrorExit
+from ..machine import CpuSnapshot, Machine, RunResult
+from ..stop import StopKind
+from .disasm import bits_for
+from .dump import register_dump
+from .report import RESET_STATE
+from .symbols import SymbolTable
+
+EXPLAINED = {StopKind.TRIPLE_FAULT, StopKind.INTERNAL_ERROR, StopKind.FAIL_ENTRY, StopKind.UNKNOWN_HYPERCALL,
+             StopKind.ACCEL_ERROR, StopKind.UNHANDLED_EXIT}
+
+PRIVILEGED = {"hlt", "cli", "sti", "lgdt", "lidt", "lldt", "ltr", "lmsw", "clts", "invd", "wbinvd", "invlpg",
+              "rdmsr", "wrmsr", "in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd", "iretd"}
+X87_PREFIXES = ("f",)  # fld, fstp, fninit, … (capstone names every x87 instruction with a leading f)
+
+
+@dataclass
+class Explanation:
+    headline: str
+    causes: list[str] = field(default_factory=list)
+    where: list[str] = field(default_factory=list)
+    state: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [self.headline]
+        for title, body in (("why", self.causes), ("where", self.where), ("state", self.state)):
+            if body:
+                out.append(f"{title}:")
+                out.extend(f"  {line}" for line in body)
+        out.extend(f"note: {note}" for note in self.notes)
+        return out
+
+
+@dataclass
+class Instruction:
+    address: int
+    raw: bytes
+    text: str
+    mnemonic: str
+    groups: tuple[str, ...]
+    operands: list  # capstone operands, for effective addresses
+
+
+def decode(code: bytes, address: int, bits: int) -> Instruction | None:
+    import capstone
+
+    mode = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}[bits]
+    engine = capstone.Cs(capstone.CS_ARCH_X86, mode)
+    engine.detail = True
+    for insn in engine.disasm(code, address, 1):
+        groups = tuple(insn.group_name(g) or "" for g in insn.groups)
+        return Instruction(insn.address, bytes(insn.bytes), f"{insn.mnemonic} {insn.op_str}".strip(),
+                           insn.mnemonic, groups, list(insn.operands))
+    return None
+
+
+def context_listing(read: Callable[[int, int], bytes], rip: int, bits: int, symbols: SymbolTable | None,
+                    before: int = 3, after: int = 3) -> list[str]:
+    """The faulting instruction with a few before and after. x86 cannot be decoded backwards, so
+    the start is the nearest earlier offset from which decoding lands exactly on RIP with
+    `before` instructions ahead of it (or as many as any offset gives)."""
+    from .disasm import disassemble
+
+    best: list[tuple[int, bytes, str]] = []
+    best_before = -1
+    for back in range(0, 15 * before + 1):
+        try:
+            code = read(rip - back, back + 15 * (after + 1))
+        except Exception:
+            continue
+        decoded = disassemble(code, rip - back, bits, count=back + after + 1)
+        addresses = [address for address, _, _ in decoded]
+        if rip in addresses and addresses.index(rip) > best_before:
+            best, best_before = decoded, addresses.index(rip)
+            if best_before >= before:
+                break
+    if not best:
+        return [f"{rip:#x}: (memory not readable)"]
+    lines = []
+    for address, raw, text in best[max(0, best_before - before):best_before + after + 1]:
+        marker = "=>" if address == rip else "  "
+        name = symbols.describe(address) if symbols is not None else None
+        where = f" <{name}>" if name else ""
+        lines.append(f"{marker} {address:#010x}{where}: {raw.hex(' '):<24} {text}")
+    return lines
+
+
+class Explainer:
+    """Builds an Explanation for one stopped machine (still open: memory and tables are read)."""
+
+    def __init__(self, machine: Machine, result: RunResult, symbols: SymbolTable | None) -> None:
+        self.machine = machine
+        self.result = result
+        self.symbols = symbols
+
+    def explain(self) -> Explanation | None:
+        result = self.result
+        if result.stop.kind not in EXPLAINED or result.snapshot is None:
+            return None
+        snap = result.snapshot
+        notes: list[str] = []
+        if result.stop.kind is StopKind.TRIPLE_FAULT and not snap.chain:
+            replayed = replay_on_software_cpu(self.machine, result)
+            if replayed is not None and replayed.snapshot is not None and replayed.snapshot.chain:
+                notes.append("KVM reports a triple fault without the exceptions that led to it; minikvm replayed "
+                             "the run on its software CPU (same image, same input) to the same end and took the "
+                             "chain from there")
+                if snap.reset_state:
+                    notes.append(RESET_STATE)
+                snap = replayed.snapshot
+            elif snap.reset_state:
+                return Explanation(f"triple fault: {RESET_STATE}", notes=["the replay on the software CPU did not "
+                                                                           "reach a triple fault either"])
+        elif snap.reset_state:
+            return Explanation(f"triple fault: {RESET_STATE}")
+        bits = bits_for(snap.mode, bool(snap.sregs.cs.db), bool(snap.sregs.cs.l))
+        explanation = self._by_kind(snap, bits)
+        explanation.notes = notes + explanation.notes
+        explanation.where = context_listing(self._read_linear(snap), snap.regs.rip + snap.sregs.cs.base
+                                            if not snap.sregs.cs.l else snap.regs.rip, bits, self.symbols)
+        explanation.state = register_dump(snap.regs, snap.sregs)
+        return explanation
+
+    # --- per stop kind ----------------------------------------------------------------
+
+    def _by_kind(self, snap: CpuSnapshot, bits: int) -> Explanation:
+        kind = self.result.stop.kind
+        insn = decode(snap.code, snap.regs.rip, bits)
+        at = f"{snap.regs.rip:#x}" + (f" ({insn.text})" if insn else "")
+        if kind is StopKind.TRIPLE_FAULT:
+            return self._triple_fault(snap, insn, bits)
+        if kind is StopKind.UNKNOWN_HYPERCALL:
+            return Explanation(f"{self.result.stop.message} at {at}", [
+                "the guest's OUT to port 0x500 carried a hypercall number minikvm does not know; the ABI has "
+                "0 EXIT, 1 PUTCHAR (BL = byte), 2 GETCHAR (IN AL, 0x500 reads it back)"])
+        if kind is StopKind.INTERNAL_ERROR:
+            return self._internal_error(snap, insn, at)
+        return Explanation(f"{self.result.stop.message} at {at}")
+
+    def _internal_error(self, snap: CpuSnapshot, insn: Instruction | None, at: str) -> Explanation:
+        exit = self.machine.loop.last_exit
+        causes = []
+        if isinstance(exit, InternalErrorExit) and exit.suberror == 1 and insn is not None:
+            causes.append(f"KVM's instruction emulator cannot execute `{insn.text}`. Some hosts (kvm-pvm) run all "
+                          "CPL0 code through that emulator, which lacks many instructions")
+            if _is_simd(insn):
+                causes.append("it is an SSE/x87 instruction: compile CPL0 C code with -mgeneral-regs-only, or run "
+                              "the guest on the software CPU (--accel emu)")
+            elif insn.mnemonic.startswith("iret"):
+                causes.append("a protected-mode IRET (returning from an interrupt handler) is one of them: with "
+                              "--accel auto and --interrupts minikvm sends such guests to the software CPU")
+            else:
+                causes.append("run the guest on the software CPU (--accel emu) to get past it")
+        return Explanation(f"{self.result.stop.message} at {at}", causes)
+
+    def _triple_fault(self, snap: CpuSnapshot, insn: Instruction | None, bits: int) -> Explanation:
+        chain = snap.chain
+        if not chain:
+            return Explanation(f"triple fault at {snap.regs.rip:#x}" + (f" ({insn.text})" if insn else ""),
+                               ["the accelerator did not report the exceptions that led to it"])
+        first = chain[0]
+        steps = " → ".join(_short(link.event) for link in chain if "triple fault" not in link.outcome)
+        first_insn = insn if first.rip == snap.regs.rip else None
+        where = f"{first.rip:#x}" + (f" ({first_insn.text})" if first_insn else "")
+        why_failed = first.outcome.removeprefix("could not be delivered: ")
+        headline = (f"triple fault: {_short(first.event)} at {where} could not be delivered: {why_failed} → "
+                    f"{steps.split(' → ', 1)[1] if ' → ' in steps else steps} → shutdown")
+        causes = self._first_event_causes(snap, first.event.vector, first.event.error_code, first_insn, bits)
+        failed = "could not be delivered: "
+        for link in chain:
+            if link.outcome.startswith(failed):
+                causes.append(f"delivering {_short(link.event)} failed: {link.outcome.removeprefix(failed)}")
+        idt = snap.sregs.idt
+        if any("IDT" in link.outcome for link in chain):
+            causes.append(f"the IDT is at {idt.base:#x} with limit {idt.limit:#x}: it needs a present interrupt or "
+                          "trap gate for every vector that can occur (at least #GP 13, #PF 14 and #DF 8)")
+        return Explanation(headline, causes)
+
+    # --- the cause catalogue ------------------------------------------------------------
+
+    def _first_event_causes(self, snap: CpuSnapshot, vector: int, error_code: int | None,
+                            insn: Instruction | None, bits: int) -> list[str]:
+        sregs, regs = snap.sregs, snap.regs
+        cpl = sregs.cs.selector & 3 if sregs.cr0 & 1 else 0
+        if vector == 6 and insn is not None and _is_simd(insn):
+            if not sregs.cr4 & CR4_OSFXSR:
+                return [f"`{insn.text}` is an SSE instruction and CR4.OSFXSR=0 (CR4={sregs.cr4:#x}): the CPU "
+                        "refuses SSE until the OS enables it, so it raises #UD. Set CR4.OSFXSR|OSXMMEXCPT (and "
+                        "clear CR0.EM) before running compiled code, or compile with -mgeneral-regs-only. This is "
+                        "the original Mini-KVM \"SHUTDOWN\": GCC auto-vectorised memset"]
+            if sregs.cr0 & CR0_EM:
+                return [f"`{insn.text}` is an SSE/x87 instruction and CR0.EM=1 (CR0={sregs.cr0:#x}): #UD"]
+        if vector == 6 and insn is not None:
+            if insn.mnemonic == "ud2":
+                return [f"`ud2` at {insn.address:#x} is the guest's own deliberate invalid instruction"]
+            return [f"`{insn.text}` is not a valid instruction here (wrong mode, or not code)"]
+        if vector == 6:
+            return ["the bytes at RIP are not a valid instruction"]
+        if vector == 7:
+            why = "CR0.TS=1 (a task switch marked the FPU state stale)" if sregs.cr0 & CR0_TS else "CR0.EM=1"
+            return [f"x87/SSE instruction with {why}: #NM (device not available)"]
+        if vector == 0:
+            return self._divide(insn, regs)
+        if vector == 13:
+            return self._general_protection(snap, insn, cpl, error_code)
+        if vector == 14:
+            return self._page_fault(snap, error_code, cpl)
+        name = VECTORS.get(vector)
+        return [f"the first exception was {name.mnemonic + ' (' + name.name + ')' if name else f'vector {vector}'}"]
+
+    def _divide(self, insn: Instruction | None, regs: object) -> list[str]:
+        if insn is None:
+            return ["divide error (#DE)"]
+        return [f"`{insn.text}`: division by zero, or a quotient too large for the destination (#DE)"]
+
+    def _general_protection(self, snap: CpuSnapshot, insn: Instruction | None, cpl: int,
+                            error_code: int | None) -> list[str]:
+        sregs = snap.sregs
+        if insn is None:
+            return ["general protection fault (#GP)"]
+        control_register = insn.mnemonic == "mov" and any(f"{r}" in insn.text for r in ("cr0", "cr3", "cr4", "dr"))
+        if cpl == 3 and (insn.mnemonic in PRIVILEGED or control_register):
+            return [f"`{insn.text}` is a privileged instruction and the CPU is at CPL3 (user mode): #GP"]
+        if insn.mnemonic == "mov" and insn.text.split()[1].rstrip(",") in ("ds", "es", "fs", "gs", "ss"):
+            return [f"`{insn.text}` loads a segment register with a selector the GDT (base {sregs.gdt.base:#x}, "
+                    f"limit {sregs.gdt.limit:#x}) does not hold, or one whose descriptor is not usable"]
+        if sregs.efer & EFER_LMA:
+            for address in _memory_operands(insn, snap):
+                if not _canonical(address):
+                    return [f"`{insn.text}` accesses {address:#x}, a non-canonical address (bits 63:47 must all "
+                            "be equal in 4-level paging): #GP"]
+        code = f" (error code {error_code:#x})" if error_code else ""
+        return [f"`{insn.text}` raised a general protection fault{code}"]
+
+    def _page_fault(self, snap: CpuSnapshot, error_code: int | None, cpl: int) -> list[str]:
+        sregs, regs = snap.sregs, snap.regs
+        cr2 = sregs.cr2
+        code = error_code or 0
+        op = Op.EXECUTE if code & 0x10 else Op.WRITE if code & 2 else Op.READ
+        access = Access(op, user=bool(code & 4))
+        walk = translate(self.machine.memory.read, sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer, cr2, access)
+        causes = [f"page fault at CR2={cr2:#x}: {describe_error_code(code)}", walk.describe()]
+        stack = regs.rsp
+        if abs(cr2 - stack) < 0x100 or (op is Op.WRITE and 0 <= stack - cr2 < 0x1000):
+            causes.append(f"CR2 is next to the stack pointer ({stack:#x}): the stack is in an unmapped or "
+                          "read-only page")
+        mode = paging_mode(sregs.cr0, sregs.cr4, sregs.efer)
+        if mode is PagingMode.BIT32 and not sregs.cr4 & CR4_PSE:
+            large = [e for e in walk.entries if e.level == "PDE" and e.value & 0x80]
+            if large:
+                causes.append(f"the PDE {large[0]} has PS=1 (a 4 MiB page) but CR4.PSE=0, so the CPU reads it as a "
+                              "pointer to a page table: set CR4.PSE or map 4 KiB pages")
+        return causes
+
+    def _read_linear(self, snap: CpuSnapshot) -> Callable[[int, int], bytes]:
+        memory, sregs = self.machine.memory, snap.sregs
+
+        def read(address: int, length: int) -> bytes:
+            if not sregs.cr0 & CR0_PG:
+                return memory.read(address, length)
+            data = bytearray()
+            while len(data) < length:
+                walk = translate(memory.read, sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer, address + len(data),
+                                 Access(Op.EXECUTE))
+                if walk.phys is None:
+                    raise ValueError(f"{address + len(data):#x} is not mapped")
+                chunk = min(length - len(data), 0x1000 - ((address + len(data)) & 0xFFF))
+                data += memory.read(walk.phys, chunk)
+            return bytes(data)
+
+        return read
+
+
+def _short(event: object) -> str:
+    vector = event.vector  # type: ignore[attr-defined]
+    known = VECTORS.get(vector)
+    name = known.mnemonic if known else f"INT {vector:#x}"
+    code = event.error_code  # type: ignore[attr-defined]
+    return f"{name}({code:#x})" if code is not None and known and known.error_code and vector != 8 else name
+
+
+def _is_simd(insn: Instruction) -> bool:
+    simd_groups = {"sse1", "sse2", "sse3", "ssse3", "sse41", "sse42", "sse4a", "avx", "avx2", "avx512", "mmx",
+                   "fpu", "3dnow", "aes", "pclmul", "sha", "f16c", "fma"}
+    return bool(simd_groups & set(insn.groups)) or (insn.mnemonic.startswith(X87_PREFIXES) and insn.mnemonic not in \
+        ("fs", "femms"))
+
+
+def _memory_operands(insn: Instruction, snap: CpuSnapshot) -> list[int]:
+    import capstone
+    from capstone import x86_const as cx
+
+    regs = snap.regs
+    names = {cx.X86_REG_RAX: "rax", cx.X86_REG_RBX: "rbx", cx.X86_REG_RCX: "rcx", cx.X86_REG_RDX: "rdx",
+             cx.X86_REG_RSI: "rsi", cx.X86_REG_RDI: "rdi", cx.X86_REG_RSP: "rsp", cx.X86_REG_RBP: "rbp",
+             cx.X86_REG_R8: "r8", cx.X86_REG_R9: "r9", cx.X86_REG_R10: "r10", cx.X86_REG_R11: "r11",
+             cx.X86_REG_R12: "r12", cx.X86_REG_R13: "r13", cx.X86_REG_R14: "r14", cx.X86_REG_R15: "r15",
+             cx.X86_REG_RIP: "rip"}
+    addresses = []
+    for op in insn.operands:
+        if op.type != capstone.CS_OP_MEM:
+            continue
+        mem = op.mem
+        base = getattr(regs, names[mem.base]) if mem.base in names else 0
+        if mem.base == cx.X86_REG_RIP:
+            base += len(insn.raw)
+        index = getattr(regs, names[mem.index]) * mem.scale if mem.index in names else 0
+        addresses.append((base + index + mem.disp) & 0xFFFFFFFFFFFFFFFF)
+    return addresses
+
+
+def _canonical(address: int) -> bool:
+    top = address >> 47
+    return top in (0, 0x1FFFF)
+
+
+def replay_on_software_cpu(machine: Machine, result: RunResult) -> RunResult | None:
+    """Run the same guest with the same input on the software CPU, to see the exceptions KVM hid."""
+    from ..devices.input import InputBuffer
+    from ..emu.cpu import Emu
+    from ..machine import MachineConfig, run_machines
+
+    spec = machine.config.guest
+    replay_input = InputBuffer(capacity=max(1, len(machine.input.consumed) if machine.input else 1))
+    if machine.input is not None and machine.input.consumed:
+        replay_input.feed(bytes(machine.input.consumed))
+    replay_input.close()
+    emu = Emu()
+    try:
+        replay = Machine(MachineConfig(spec, input_grace=machine.config.input_grace), emu, lambda data: None,
+                         replay_input)
+    except Exception:
+        return None
+    try:
+        outcome = run_machines([replay], timeout=max(2.0, 4 * result.wall_seconds + 1))[0]
+    finally:
+        replay.close()
+    return outcome if outcome.stop.kind is StopKind.TRIPLE_FAULT else None
+
+
+def explain(machine: Machine, result: RunResult, symbols: SymbolTable | None = None) -> list[str]:
+    """The stop report for `result`: the explanation when there is one, else the plain report."""
+    from .report import stop_report
+
+    explanation = Explainer(machine, result, symbols).explain()
+    return explanation.lines() if explanation is not None else stop_report(result)

@@ -1,0 +1,66 @@
+"""Guest symbols from an ELF file (pyelftools), for reports and the debugger."""
+
+from __future__ import annotations
+
+import bisect
+from pathlib import Path
+
+from ..errors import MinikvmError
+
+
+class SymbolsError(MinikvmError):
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {problem}")
+
+
+class SymbolTable:
+    """Function and label addresses, searchable by address ('main+0x12')."""
+
+    def __init__(self, symbols: dict[int, str]) -> None:
+        self._addresses = sorted(symbols)
+        self._names = [symbols[a] for a in self._addresses]
+        self.by_name = {name: address for address, name in symbols.items()}
+
+    @classmethod
+    def from_elf(cls, path: Path) -> SymbolTable:
+        from elftools.common.exceptions import ELFError
+        from elftools.elf.elffile import ELFFile
+
+        symbols: dict[int, str] = {}
+        try:
+            with path.open("rb") as stream:
+                elf = ELFFile(stream)
+                table = elf.get_section_by_name(".symtab")
+                if table is None:
+                    raise SymbolsError(str(path), "has no symbol table (was it stripped?)")
+                for symbol in table.iter_symbols():
+                    kind = symbol["st_info"]["type"]
+                    defined = symbol["st_shndx"] != "SHN_UNDEF"
+                    if symbol.name and defined and kind in ("STT_FUNC", "STT_NOTYPE", "STT_OBJECT"):
+                        symbols.setdefault(symbol["st_value"], symbol.name)
+        except (OSError, ELFError) as err:
+            raise SymbolsError(str(path), f"cannot read symbols: {err}") from None
+        return cls(symbols)
+
+    @classmethod
+    def beside(cls, image_path: str) -> SymbolTable | None:
+        """The symbols of an ELF image itself, or of the .elf the build left next to a .bin."""
+        path = Path(image_path)
+        for candidate in (path, path.with_suffix(".elf")):
+            try:
+                if candidate.is_file() and candidate.read_bytes()[:4] == b"\x7fELF":
+                    return cls.from_elf(candidate)
+            except (OSError, SymbolsError):
+                continue
+        return None
+
+    def describe(self, address: int) -> str | None:
+        """'name' or 'name+0x1c' for the nearest symbol at or below `address`."""
+        i = bisect.bisect_right(self._addresses, address) - 1
+        if i < 0:
+            return None
+        offset = address - self._addresses[i]
+        if offset > 0x10000:
+            return None
+        return self._names[i] if offset == 0 else f"{self._names[i]}+{offset:#x}"
