@@ -8,6 +8,7 @@ bench/results/<name>.json and drawn to bench/results/<name>.png.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -77,6 +78,26 @@ def build_c(name: str, source: Path) -> Path:
     return out
 
 
+# --- running minikvm as a command ---------------------------------------------
+
+
+def bench_env(as_is: bool = False) -> dict[str, str]:
+    """The environment for timed `minikvm` and `python` children.
+
+    Without PYTHONUNBUFFERED (it makes every guest byte a write(2)) and
+    PYTHONDONTWRITEBYTECODE, and with a bytecode cache under bench/build/:
+    a start then reads compiled modules, as on a user's machine, even where
+    the checkout's own __pycache__ is missing or stale. `as_is` keeps the
+    environment untouched.
+    """
+    env = dict(os.environ)
+    if not as_is:
+        env.pop("PYTHONUNBUFFERED", None)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(BUILD_DIR / "pycache")
+    return env
+
+
 # --- running guests in this process --------------------------------------------
 
 
@@ -143,15 +164,41 @@ def load_average() -> tuple[float, float, float]:
     return os.getloadavg()
 
 
-def host_facts() -> dict[str, object]:
+def busy_cpus(seconds: float = 1.0) -> float:
+    """How many CPUs other work kept busy over `seconds` (from /proc/stat), e.g. 0.97 of 2.
+
+    More direct than the load average, which lags by a minute and counts
+    runnable threads rather than CPU time.
+    """
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    busy0, total0 = sample()
+    time.sleep(seconds)
+    busy1, total1 = sample()
+    return (busy1 - busy0) / max(total1 - total0, 1) * (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class HostFacts:
     """What a reader of the JSON needs to compare runs across machines."""
-    return {
-        "cpus": os.cpu_count(),
-        "loadavg_before": load_average(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+
+    cpus: int
+    loadavg_before: tuple[float, float, float]
+    busy_cpus_before: float  # CPUs other work kept busy in the second before the benchmark
+    kernel: str
+    python: str
+    time: str
+
+
+def host_facts() -> HostFacts:
+    return HostFacts(cpus=os.cpu_count() or 1, loadavg_before=load_average(), busy_cpus_before=busy_cpus(),
+                     kernel=platform.release(), python=platform.python_version(),
+                     time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
 
 # --- reporting -------------------------------------------------------------------
@@ -173,9 +220,10 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[obje
 
 
 def write_json(name: str, data: dict[str, object]) -> Path:
+    """bench/results/<name>.json; dataclasses in `data` (HostFacts) become objects."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    path.write_text(json.dumps(data, indent=2, default=dataclasses.asdict) + "\n")
     return path
 
 
