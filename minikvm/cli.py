@@ -8,6 +8,7 @@ is one line on stderr and status 2, before any guest starts.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
 import resource
@@ -265,7 +266,10 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
 
     quiet = args.quiet
     several = len(specs) > 1
-    stdout = sys.stdout.buffer
+    # Our own buffer on fd 1: output is flushed at line ends and pauses, never byte by byte,
+    # whatever PYTHONUNBUFFERED says.
+    sys.stdout.flush()
+    stdout = io.BufferedWriter(io.FileIO(sys.stdout.fileno(), "wb", closefd=False), 65536)
     colour = several and not quiet and stdout.isatty() and "NO_COLOR" not in os.environ
     mux = OutputMux(stdout, colour=colour, prefix=several and not quiet)
 
@@ -299,13 +303,14 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
             log = stack.enter_context(open(args.log_dir / f"{spec.name}.log", "wb")) if args.log_dir else None
             outputs.append(mux.sink(spec.name, index, log))
             trace = (lambda text, n=spec.name: say(f"[{n}] {text}\n")) if args.verbose else None
-            if choices[index].note:
-                say(f"minikvm: {spec.name}: {choices[index].note}\n")
             machine = Machine(MachineConfig(spec, input_grace=args.input_grace, trace=trace),
                               accelerators[choices[index].name], outputs[-1], inputs[index])
             stack.callback(machine.close)
             machines.append(machine)
             machine.loop.flush_output = outputs[-1].flush
+        # Every image loaded: only now is it worth saying which accelerator each guest got.
+        say("".join(f"minikvm: {spec.name}: {choice.note}\n" for spec, choice in zip(specs, choices, strict=True)
+                    if choice.note))
         if several:
             say("".join(f"{('[' + s.name + ']'):<16} {s.path} ({m.boot.mode.label}, {m.accel.name})\n"
                         for s, m in zip(specs, machines, strict=True)))
@@ -416,7 +421,7 @@ def _guarded(action: Callable[[], int]) -> int:
     except MinikvmError as err:
         _fail(str(err))
     except KeyboardInterrupt as interrupt:
-        sys.stderr.write(f"minikvm: {interrupt or 'interrupted'}\n")
+        sys.stderr.write(f"minikvm: {str(interrupt) or 'interrupted'}\n")
         return 130
 
 

@@ -168,6 +168,7 @@ class Keyboard:
         self.is_tty = os.isatty(self.fd)
         self._saved: list | None = None
         self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()  # wakes the stdin thread at once when we leave
         self._thread: threading.Thread | None = None
         self._escape = False
 
@@ -189,9 +190,12 @@ class Keyboard:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+        os.write(self._wake_w, b"x")
         self.restore()
         if self._thread is not None:
             self._thread.join(timeout=1)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
     def restore(self) -> None:
         if self._saved is not None:
@@ -201,9 +205,9 @@ class Keyboard:
     def _pump(self) -> None:
         while not self._stop.is_set():
             try:
-                ready, _, _ = select.select([self.fd], [], [], 0.1)
-                if not ready:
-                    continue
+                ready, _, _ = select.select([self.fd, self._wake_r], [], [])
+                if self._wake_r in ready:
+                    return
                 data = os.read(self.fd, 4096)
             except (OSError, ValueError):
                 data = b""

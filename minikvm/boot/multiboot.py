@@ -32,9 +32,6 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
 from ..arch.x86.state import BootState, DescriptorTable, protected_mode
 from ..devices import vga
 from ..memory import GuestMemory
@@ -259,6 +256,9 @@ def _elf_segments(image: bytes, path: str) -> tuple[list[_Segment], int]:
     if image[:4] != b"\x7fELF":
         raise ImageError(path, "has a multiboot header but is not ELF, and header flag 16 (load addresses "
                          "in the header, the a.out kludge) is not set: minikvm cannot tell where to load it")
+    from elftools.common.exceptions import ELFError  # only ELF kernels pay for pyelftools' import
+    from elftools.elf.elffile import ELFFile
+
     try:
         elf = ELFFile(io.BytesIO(image))
         if elf.elfclass != 32:

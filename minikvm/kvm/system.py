@@ -73,9 +73,8 @@ def _ioctl(fd: int, request: int, arg: object = None) -> int:
 
 def _explain_open_failure(path: str, err: OSError) -> KvmUnavailableError:
     if err.errno == errno.ENOENT:
-        return KvmUnavailableError(path, f"{path} does not exist: this host has no KVM "
-                                   "(load the kvm module, enable virtualization in firmware, "
-                                   "or use the software CPU with --accel emu when it exists)")
+        return KvmUnavailableError(path, f"{path} does not exist: this host has no KVM (load the kvm module "
+                                   "and enable virtualization in the firmware)")
     if err.errno in (errno.EACCES, errno.EPERM):
         st = os.stat(path)
         try:

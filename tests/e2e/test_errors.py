@@ -220,6 +220,13 @@ def test_dev_kvm_missing_auto_runs_on_the_software_cpu(mount_namespace: list[str
     assert "halted" in stop_lines(proc.stderr)["hello"], describe(proc)
 
 
+def test_bad_image_without_kvm_is_still_one_line(mount_namespace: list[str], bad_files: Path) -> None:
+    """Bad input is found before anything else is said: no accelerator note ahead of the error."""
+    image = bad_files / "big.bin"
+    proc = in_namespace(mount_namespace, NO_DEV, command("minikvm"), "run", "--memory", "1M", str(image))
+    assert_usage_error(proc, [re.escape(str(image)), r"does not fit|too (big|large)"])
+
+
 def test_dev_kvm_is_not_kvm(mount_namespace: list[str]) -> None:
     proc = in_namespace(mount_namespace, f"mount --bind /dev/null {KVM_DEVICE}",
                         command("minikvm"), "run", "--accel", "kvm", "hello")

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -48,7 +49,8 @@ PM_LOAD = 0x1000  # ABI.md: protected and long-mode images are loaded at 0x1000
 EOF_BOUND = 15.0  # seconds: a guest polling an exhausted input must be stopped well within this
 
 
-def assert_clean_run(proc: subprocess.CompletedProcess[bytes], status: int = 0) -> dict[str, str]:
+def assert_ran(proc: subprocess.CompletedProcess[bytes], status: int = 0) -> dict[str, str]:
+    """No traceback, the expected exit status; returns the stop lines (name → the rest)."""
     text = describe(proc)
     assert b"Traceback" not in proc.stdout + proc.stderr, text
     assert proc.returncode == status, text
@@ -82,6 +84,7 @@ def test_guests_lists_every_bundled_guest() -> None:
         listed[name] = mode
         assert "not built" not in line, line  # `make guests` built them all
     assert listed == guest_sources()
+    assert set(listed) == set(EXPECTED), "support.EXPECTED needs the output of every bundled guest"
 
 
 # --- one guest -------------------------------------------------------------------
@@ -91,7 +94,7 @@ def test_guests_lists_every_bundled_guest() -> None:
 def test_hello(kvm_required: None, program: str) -> None:
     args = ["run", "hello"] if program == "minikvm" else ["hello"]
     proc = run(program, *args)
-    stops = assert_clean_run(proc)
+    stops = assert_ran(proc)
     assert proc.stdout == expected_output("hello"), describe(proc)
     assert list(stops) == ["hello"], describe(proc)
     assert re.match(r"halted \(HLT\)", stops["hello"]), describe(proc)
@@ -100,20 +103,20 @@ def test_hello(kvm_required: None, program: str) -> None:
 
 def test_default_guest_is_hello(kvm_required: None) -> None:
     proc = run("minikvm", "run")
-    assert_clean_run(proc)
+    assert_ran(proc)
     assert proc.stdout == expected_output("hello"), describe(proc)
 
 
 def test_kvm_vmm_runs_a_real_mode_file(kvm_required: None) -> None:
     proc = run("kvm-vmm", str(bundled_image("counter")))
-    stops = assert_clean_run(proc)
+    stops = assert_ran(proc)
     assert proc.stdout == expected_output("counter"), describe(proc)
     assert list(stops) == ["counter"], describe(proc)
 
 
 def test_kvm_vmm_long_mode(kvm_required: None) -> None:
     proc = run("kvm-vmm", "--long-mode", str(bundled_image("hello_64")))
-    stops = assert_clean_run(proc)
+    stops = assert_ran(proc)
     assert proc.stdout == expected_output("hello_64"), describe(proc)
     assert "exit" in stops["hello_64"], describe(proc)
 
@@ -122,7 +125,7 @@ def test_kvm_vmm_paging(kvm_required: None, tiny_guest: TinyGuest) -> None:
     """ABI.md's --paging layout: entered at virtual 0x80001000; the stop names the HLT there.
     (On a host whose KVM cannot run 32-bit paging, auto picks the software CPU.)"""
     proc = run("kvm-vmm", "--paging", str(tiny_guest("paging", PAGING_HELLO)))
-    stops = assert_clean_run(proc)
+    stops = assert_ran(proc)
     assert proc.stdout == PAGING_HELLO_OUTPUT, describe(proc)
     hlt = PAGING_ENTRY + PAGING_HELLO.index(0xF4)
     assert re.match(rf"halted \(HLT\) at {hlt:#x}\b", stops["paging"]), describe(proc)
@@ -139,7 +142,7 @@ def test_quiet_stdout_is_the_guest_output_byte_for_byte(kvm_required: None, gues
 def test_stats_counts_exits_by_reason_and_port(kvm_required: None) -> None:
     """hello: one PUTCHAR (OUT to 0x500) per byte, then one HLT."""
     proc = run("minikvm", "run", "--stats", "hello")
-    stops = assert_clean_run(proc)
+    stops = assert_ran(proc)
     assert proc.stdout == expected_output("hello"), describe(proc)
     chars = len(expected_output("hello"))
     err = proc.stderr.decode()
@@ -152,7 +155,7 @@ def test_stats_counts_exits_by_reason_and_port(kvm_required: None) -> None:
 
 def test_verbose_prints_every_exit(kvm_required: None) -> None:
     proc = run("minikvm", "run", "--verbose", "hello")
-    assert_clean_run(proc)
+    assert_ran(proc)
     assert proc.stdout == expected_output("hello"), describe(proc)
     lines = proc.stderr.decode().splitlines()
     outs = [line for line in lines if re.search(r"\bout\b.*\b0x0*500\b", line, re.IGNORECASE)]
@@ -162,7 +165,7 @@ def test_verbose_prints_every_exit(kvm_required: None) -> None:
 
 def test_hctest_stops_at_the_unknown_hypercall(kvm_required: None) -> None:
     proc = run("minikvm", "run", "hctest")
-    stops = assert_clean_run(proc, status=1)
+    stops = assert_ran(proc, status=1)
     assert proc.stdout == expected_output("hctest"), describe(proc)
     where = symbol_address(bundled_image("hctest", ".elf"), "bad_hypercall")
     assert re.search(r"hypercall\b.*\b0x7f\b", stops["hctest"]), describe(proc)
@@ -194,7 +197,7 @@ def test_stop_line_names_the_instruction_that_stopped(guest: str, accel: str,
     if accel == "kvm":
         request.getfixturevalue("kvm_required")
     proc = run("minikvm", "run", "--accel", accel, guest)
-    stops = assert_clean_run(proc, status=1 if guest == "hctest" else 0)
+    stops = assert_ran(proc, status=1 if guest == "hctest" else 0)
     assert proc.stdout == expected_output(guest), describe(proc)
     what, address = STOP_PLACES[guest]
     assert re.match(rf"{what}.* at {address():#x}\b", stops[guest]), describe(proc)
@@ -213,7 +216,7 @@ PARALLEL = {
 @pytest.mark.parametrize("guests", list(PARALLEL.values()), ids=list(PARALLEL))
 def test_parallel_guests_output_is_prefixed_per_line(kvm_required: None, guests: list[str]) -> None:
     proc = run("minikvm", "run", *guests)
-    stops = assert_clean_run(proc)
+    stops = assert_ran(proc)
     owners = assert_names_cover(list(stops), guests)
     outputs = split_prefixed(proc.stdout)
     assert set(outputs) <= set(owners), describe(proc)
@@ -225,7 +228,7 @@ def test_log_dir_gets_each_guests_raw_output(kvm_required: None, tmp_path: Path)
     guests = ["hello", "hello", "counter", "multiplication"]
     logs = tmp_path / "logs" / "nested"  # created on demand
     proc = run("minikvm", "run", "--log-dir", str(logs), *guests)
-    stops = assert_clean_run(proc)
+    stops = assert_ran(proc)
     owners = assert_names_cover(list(stops), guests)
     assert sorted(p.name for p in logs.iterdir()) == sorted(f"{name}.log" for name in owners)
     for name, guest in owners.items():
@@ -242,7 +245,7 @@ def test_log_dir_with_quiet_single_guest(kvm_required: None, tmp_path: Path) -> 
 
 def test_one_faulting_guest_makes_the_status_1(kvm_required: None) -> None:
     proc = run("minikvm", "run", "hello", "hctest")
-    stops = assert_clean_run(proc, status=1)
+    stops = assert_ran(proc, status=1)
     assert set(stops) == {"hello", "hctest"}, describe(proc)
     assert stops["hello"].startswith("halted") and "0x7f" in stops["hctest"], describe(proc)
 
@@ -255,7 +258,7 @@ def test_timeout_stops_a_spinning_guest(kvm_required: None, tiny_guest: TinyGues
     started = time.monotonic()
     proc = run("minikvm", "run", "--timeout", "0.5", str(spin))
     elapsed = time.monotonic() - started
-    stops = assert_clean_run(proc, status=124)
+    stops = assert_ran(proc, status=124)
     assert proc.stdout == b"", describe(proc)
     assert "timed out" in stops["spin"], describe(proc)
     assert 0.5 <= elapsed < 10, f"took {elapsed:.2f} s\n{describe(proc)}"
@@ -263,7 +266,7 @@ def test_timeout_stops_a_spinning_guest(kvm_required: None, tiny_guest: TinyGues
 
 def test_timeout_with_a_finished_guest(kvm_required: None, tiny_guest: TinyGuest) -> None:
     proc = run("minikvm", "run", "--timeout", "0.5", "hello", str(tiny_guest("spin", SPIN)))
-    stops = assert_clean_run(proc, status=124)
+    stops = assert_ran(proc, status=124)
     assert stops["hello"].startswith("halted") and "timed out" in stops["spin"], describe(proc)
     assert split_prefixed(proc.stdout) == {"hello": expected_output("hello")}, describe(proc)
 
@@ -274,14 +277,15 @@ def _start(*args: str) -> subprocess.Popen[bytes]:
                             stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-def _read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float = 20) -> bytes:
-    assert proc.stdout is not None
+def _read_until(stream: IO[bytes] | None, enough: Callable[[bytes], bool], timeout: float = 20) -> bytes:
+    """Read a child's pipe until `enough(what was read)`, the pipe closes, or `timeout` passes."""
+    assert stream is not None
     seen = b""
     deadline = time.monotonic() + timeout
-    while needle not in seen and time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
+    while not enough(seen) and time.monotonic() < deadline:
+        ready, _, _ = select.select([stream], [], [], 0.1)
         if ready:
-            chunk = os.read(proc.stdout.fileno(), 4096)
+            chunk = os.read(stream.fileno(), 4096)
             if not chunk:
                 break
             seen += chunk
@@ -295,7 +299,7 @@ def test_sigint_stops_running_guests(kvm_required: None, tiny_guest: TinyGuest, 
     proc = _start("run", str(ready), *[str(spin)] * others)
     try:
         needle = READY_OUTPUT if not others else b"[ready] " + READY_OUTPUT
-        before = _read_until(proc, needle)
+        before = _read_until(proc.stdout, lambda seen: needle in seen)
         assert needle in before, f"the guest never started: {before!r}"
         proc.send_signal(signal.SIGINT)
         rest, err = proc.communicate(timeout=20)
@@ -304,10 +308,37 @@ def test_sigint_stops_running_guests(kvm_required: None, tiny_guest: TinyGuest, 
             proc.kill()
             proc.communicate()
     done = subprocess.CompletedProcess(proc.args, proc.returncode, before + rest, err)
-    stops = assert_clean_run(done, status=130)
+    stops = assert_ran(done, status=130)
     assert done.stdout == needle, describe(done)
     assert set(stops) == ({"ready", "spin"} if others else {"ready"}), describe(done)
     assert all("interrupted" in what for what in stops.values()), describe(done)
+
+
+@pytest.mark.timeout(120)
+def test_sigint_at_any_moment_after_setup(kvm_required: None, tiny_guest: TinyGuest) -> None:
+    """Ctrl-C while the vCPU threads start, or just after: always status 130 and words, never a crash.
+
+    The header naming the guests is printed once they are set up; the signal
+    follows it after 0 to 50 ms, over and over, to land in every phase.
+    """
+    guests = [str(tiny_guest("spin", SPIN))] * 4
+    for attempt, delay in enumerate([0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05] * 3):
+        proc = _start("run", *guests)
+        try:
+            header = _read_until(proc.stderr, lambda seen: seen.count(b"\n") >= len(guests))
+            assert header.count(b"\n") >= len(guests), f"no header: {header!r}"
+            time.sleep(delay)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        done = subprocess.CompletedProcess(proc.args, proc.returncode, out, header + err)
+        text = f"attempt {attempt}, SIGINT {delay * 1e3:g} ms after the header\n{describe(done)}"
+        assert b"Traceback" not in done.stderr and b"internal error" not in done.stderr, text
+        assert done.returncode == 130, text
+        assert b"interrupted" in done.stderr.splitlines()[-1], text
 
 
 @pytest.mark.parametrize("grace", [None, "0.2"], ids=["default-grace", "grace-0.2"])
@@ -317,7 +348,7 @@ def test_polling_an_exhausted_input_is_stopped(kvm_required: None, tiny_guest: T
     started = time.monotonic()
     proc = run("minikvm", "run", *args, str(tiny_guest("poll", POLL_FOREVER)), stdin=b"")
     elapsed = time.monotonic() - started
-    stops = assert_clean_run(proc, status=1)
+    stops = assert_ran(proc, status=1)
     assert proc.stdout == b"", describe(proc)
     assert "waiting for input" in stops["poll"], describe(proc)
     assert elapsed < EOF_BOUND, f"took {elapsed:.2f} s\n{describe(proc)}"
@@ -329,7 +360,7 @@ def test_echo_through_a_pipe(tiny_guest: TinyGuest, accel: str, request: pytest.
         request.getfixturevalue("kvm_required")
     data = b"abcq"
     proc = run("minikvm", "run", "--accel", accel, str(tiny_guest("echo", ECHO_UNTIL_Q)), stdin=data)
-    stops = assert_clean_run(proc)
+    stops = assert_ran(proc)
     assert proc.stdout == echo_output(data) == b"abc", describe(proc)
     assert "exit" in stops["echo"], describe(proc)
 
@@ -349,7 +380,7 @@ def test_input_goes_to_the_first_guest_only(kvm_required: None, tiny_guest: Tiny
     data = b"xyq"
     proc = run("minikvm", "run", str(tiny_guest("echo", ECHO_UNTIL_Q)), str(tiny_guest("poll", POLL_FOREVER)),
                stdin=data)
-    stops = assert_clean_run(proc, status=1)
+    stops = assert_ran(proc, status=1)
     assert "exit" in stops["echo"] and "waiting for input" in stops["poll"], describe(proc)
     assert split_prefixed(proc.stdout) == {"echo": echo_output(data)}, describe(proc)
 
@@ -360,6 +391,6 @@ def test_input_goes_to_the_first_guest_only(kvm_required: None, tiny_guest: Tiny
 @pytest.mark.parametrize("guest", ["hello", "counter", "fibonacci", "hello_pm", "hello_64"])
 def test_software_cpu_gives_the_same_output(guest: str) -> None:
     proc = run("minikvm", "run", "--accel", "emu", guest)
-    stops = assert_clean_run(proc)
+    stops = assert_ran(proc)
     assert proc.stdout == expected_output(guest), describe(proc)
     assert list(stops) == [guest], describe(proc)
