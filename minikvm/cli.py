@@ -260,7 +260,6 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
     from .debug.report import stop_line
     from .debug.stats import stats_report
     from .devices.input import InputBuffer
-    from .emu.cpu import Emu
     from .kvm.system import Kvm
     from .machine import Machine, MachineConfig, RunResult, run_machines
 
@@ -292,10 +291,15 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         # From here on SIGTERM unwinds like Ctrl-C, so every cleanup below runs.
         stack.callback(signal.signal, signal.SIGTERM, signal.signal(signal.SIGTERM, _sigterm))
-        accelerators: dict[str, Kvm | Emu] = {}
+        accelerators: dict[str, object] = {}
         for name in {choice.name for choice in choices}:
-            accelerators[name] = Kvm() if name == "kvm" else Emu()
-            stack.callback(accelerators[name].close)
+            if name == "kvm":
+                accelerators[name] = Kvm()
+            else:
+                from .emu.cpu import Emu  # Unicorn is imported only for guests that run on it
+
+                accelerators[name] = Emu()
+            stack.callback(accelerators[name].close)  # type: ignore[attr-defined]
         inputs = [InputBuffer() for _ in specs]
         outputs: list[GuestOutput] = []
         machines: list[Machine] = []
@@ -329,7 +333,7 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
         def report(result: RunResult) -> None:
             index = [m.name for m in machines].index(result.name)
             outputs[index].flush()
-            lines = [stop_line(result), *explain(machines[index], result, _symbols_for(specs[index], args))]
+            lines = [stop_line(result), *explain(machines[index], result, lambda: _symbols_for(specs[index], args))]
             if args.stats:
                 lines += stats_report(result.stats, result.unclaimed)
             text = "".join(f"{line}\n" for line in lines)

@@ -357,9 +357,13 @@ def replay_on_software_cpu(machine: Machine, result: RunResult) -> RunResult | N
     return outcome if outcome.stop.kind is StopKind.TRIPLE_FAULT else None
 
 
-def explain(machine: Machine, result: RunResult, symbols: SymbolTable | None = None) -> list[str]:
-    """The stop report for `result`: the explanation when there is one, else the plain report."""
+def explain(machine: Machine, result: RunResult,
+            symbols: Callable[[], SymbolTable | None] = lambda: None) -> list[str]:
+    """The stop report for `result`: the explanation when there is one, else the plain report.
+    `symbols` is called only when a report needs them (reading an ELF is not free)."""
     from .report import stop_report
 
-    explanation = Explainer(machine, result, symbols).explain()
+    if result.stop.kind not in EXPLAINED:
+        return stop_report(result)
+    explanation = Explainer(machine, result, symbols()).explain()
     return explanation.lines() if explanation is not None else stop_report(result)
