@@ -132,6 +132,9 @@ class _CoalescingUart:
     def read(self, offset: int, size: int) -> int:
         return self.uart.read(offset, size)
 
+    def write_bytes(self, offset: int, data: bytes) -> None:
+        self.uart.write_bytes(offset, data)  # only THR writes are coalesced: no state change to watch
+
     def write(self, offset: int, size: int, value: int) -> None:
         self.uart.write(offset, size, value)
         if self.state == "off":
@@ -229,13 +232,14 @@ class Machine:
         self.hypercall = HypercallPort(out, stop, input=input, eof=EofWatch(grace))
         vm = self.vm
         assert vm is not None and self.vcpu is not None
+        self.uart_coalescing: _CoalescingUart | None = None
+        com1: object = self.uart
         if vm.coalesced_pio_supported():
-            com1: object = _CoalescingUart(
+            self.uart_coalescing = _CoalescingUart(
                 self.uart, lambda: vm.register_coalesced_pio(ports.COM1.base, 1),
                 lambda: vm.unregister_coalesced_pio(ports.COM1.base, 1))
+            com1 = self.uart_coalescing
             self._note("UART transmit writes are coalesced by KVM (no exit per character)")
-        else:
-            com1 = self.uart
         bus.register(*ports.COM1, com1, "COM1 16550A UART")  # type: ignore[arg-type]
         bus.register(*ports.HYPERCALL, _HypercallAdapter(self.hypercall, self.vcpu), "hypercall port")
         bus.register(*ports.FAST_A20, FastA20(stop), "port 0x92 (fast A20)")

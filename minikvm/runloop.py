@@ -121,15 +121,30 @@ class RunLoop:
 
     def _drain_coalesced(self) -> None:
         # Writes KVM buffered without exiting happened before this exit: play
-        # them to the devices first, so output keeps the guest's order.
+        # them to the devices first, so output keeps the guest's order. Runs
+        # of byte writes to one port go to the device in one call.
         entries = self.vcpu.drain_coalesced()
         if not entries:
             return
         self.stats.coalesced += len(entries)
-        write = self.ports.write
+        ports = self.ports
+        run_port, run = -1, bytearray()
         for addr, is_pio, data in entries:
-            if is_pio:
-                write(addr, len(data), int.from_bytes(data, "little"))
+            if not is_pio:
+                continue
+            if len(data) == 1 and addr == run_port:
+                run += data
+                continue
+            if run:
+                ports.write_bytes(run_port, bytes(run))
+                run.clear()
+            if len(data) == 1:
+                run_port, run = addr, bytearray(data)
+            else:
+                run_port = -1
+                ports.write(addr, len(data), int.from_bytes(data, "little"))
+        if run:
+            ports.write_bytes(run_port, bytes(run))
 
     def dispatch(self, exit: Exit) -> StopReason | None:
         if type(exit) is IoExit:
@@ -173,6 +188,9 @@ class RunLoop:
         if exit.is_write:
             self.stats.by_port[port, "out"] += 1
             data = exit.data
+            if exit.count == 1 and self.trace is None:  # the common case, kept short
+                self.ports.write(port, size, int.from_bytes(data, "little"))
+                return None
             for i in range(0, len(data), size):
                 value = int.from_bytes(data[i:i + size], "little")
                 if self.trace is not None:

@@ -84,6 +84,20 @@ class Bus:
         device, offset = slot
         device.write(offset, size, value)
 
+    def write_bytes(self, addr: int, data: bytes) -> None:
+        """Byte writes to one port in a row; a device with `write_bytes` takes them at once."""
+        slot = self._slots.get(addr)
+        if slot is None:
+            self.unclaimed[(addr, "write")] += len(data)
+            return
+        device, offset = slot
+        block = getattr(device, "write_bytes", None)
+        if block is not None:
+            block(offset, data)
+        else:
+            for value in data:
+                device.write(offset, 1, value)
+
     def devices(self) -> list[tuple[int, int, str]]:
         """(base, length, name) of every registered range, by address."""
         return list(self._ranges)

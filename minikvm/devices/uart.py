@@ -138,6 +138,20 @@ class Uart16550:
                 self._write_register(offset + i, (value >> (8 * i)) & 0xFF)
             self._settle()
 
+    def write_bytes(self, offset: int, data: bytes) -> None:
+        """Several byte writes to one register, in order: the same as writing them one by one,
+        with one output call for a run of transmitted bytes (KVM's coalesced writes arrive so)."""
+        with self._lock:
+            if offset == THR and not self._lcr & LCR_DLAB and not self._mcr & MCR_LOOP:
+                self._output(bytes(data))
+                if self._eof is not None:
+                    self._eof.reset()
+                self._thr_pending = True
+            else:
+                for value in data:
+                    self._write_register(offset, value)
+            self._settle()
+
     def poll_input(self) -> None:
         """Take newly arrived input into the FIFO and update the IRQ line."""
         with self._lock:

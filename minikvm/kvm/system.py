@@ -14,8 +14,10 @@ import grp
 import mmap
 import os
 import stat
+import struct
 import weakref
 from ctypes import byref, c_uint64, sizeof
+from typing import ClassVar
 
 from ..errors import MinikvmError
 from . import uapi
@@ -39,6 +41,15 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc_ioctl = _libc.ioctl
 _libc_ioctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
 _libc_ioctl.restype = ctypes.c_int
+
+_EXIT_REASON = struct.Struct(uapi.EXIT_REASON_FORMAT)
+_IO_EXIT = struct.Struct(uapi.IO_EXIT_FORMAT)
+_RING_HEAD = struct.Struct(uapi.RING_HEAD_FORMAT)
+_RING_ENTRY = struct.Struct(uapi.COALESCED_ENTRY_FORMAT)
+_EXIT_REASON_AT = uapi.kvm_run.exit_reason.offset
+_EXIT_UNION_AT = uapi.kvm_run.u.offset
+_SYNC_REGS_AT = uapi.kvm_run.s.offset + uapi.kvm_sync_regs.regs.offset
+_U64 = struct.Struct("<Q")
 
 _IOCTL_NAMES = {value: name for name, value in vars(uapi).items()
                 if name.startswith("KVM_") and name.isupper() and isinstance(value, int)
@@ -191,6 +202,23 @@ class Vm:
         self._finalizer()
 
 
+class _SyncedRegs:
+    """kvm_regs fields read straight from the synced copy in kvm_run, one unpack per field asked."""
+
+    __slots__ = ("_mapping",)
+    _OFFSETS: ClassVar[dict[str, int]] = {name: _SYNC_REGS_AT + getattr(uapi.kvm_regs, name).offset
+                                          for name, _ in uapi.kvm_regs._fields_}
+
+    def __init__(self, mapping: mmap.mmap) -> None:
+        self._mapping = mapping
+
+    def __getattr__(self, name: str) -> int:
+        try:
+            return _U64.unpack_from(self._mapping, self._OFFSETS[name])[0]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
 def _close_vcpu(fd: int, mapping: mmap.mmap, holder: list) -> None:
     holder.clear()  # drop the ctypes views before the mmap they point into
     mapping.close()
@@ -221,6 +249,7 @@ class Vcpu:
             # The kernel then copies the GPRs into kvm_run at every exit: a
             # hypercall reads BL without a KVM_GET_REGS round trip.
             self.run_struct.kvm_valid_regs = uapi.KVM_SYNC_X86_REGS
+            self._synced = _SyncedRegs(self._mapping)
 
     # --- state ---------------------------------------------------------------
 
@@ -232,10 +261,10 @@ class Vcpu:
     def set_regs(self, regs: uapi.kvm_regs) -> None:
         _ioctl(self.fd, uapi.KVM_SET_REGS, byref(regs))
 
-    def exit_regs(self) -> uapi.kvm_regs:
-        """The GPRs as of the last exit: from kvm_run when synced, else an ioctl."""
+    def exit_regs(self) -> uapi.kvm_regs | _SyncedRegs:
+        """The GPRs as of the last exit (regs.rbx): read from kvm_run when synced, else an ioctl."""
         if self.sync_regs:
-            return self.run_struct.s.regs.regs
+            return self._synced
         return self.get_regs()
 
     def get_sregs(self) -> uapi.kvm_sregs:
@@ -300,13 +329,13 @@ class Vcpu:
             if err in (errno.EINTR, errno.EAGAIN):
                 return InterruptedExit()
             raise KvmError(uapi.KVM_RUN, err)
-        reason = run.exit_reason
-        if reason == uapi.KVM_EXIT_IO:
-            io = run.u.io
-            is_write = io.direction == uapi.KVM_EXIT_IO_OUT
-            length = io.size * io.count
-            data = self._mapping[io.data_offset:io.data_offset + length] if is_write else b""
-            return IoExit(io.port, io.size, io.count, is_write, data, io.data_offset)
+        mapping = self._mapping
+        reason = _EXIT_REASON.unpack_from(mapping, _EXIT_REASON_AT)[0]
+        if reason == uapi.KVM_EXIT_IO:  # the hot path: unpack the bytes, no ctypes objects
+            direction, size, port, count, offset = _IO_EXIT.unpack_from(mapping, _EXIT_UNION_AT)
+            if direction == uapi.KVM_EXIT_IO_OUT:
+                return IoExit(port, size, count, True, mapping[offset:offset + size * count], offset)
+            return IoExit(port, size, count, False, b"", offset)
         if reason == uapi.KVM_EXIT_HLT:
             return HltExit()
         if reason == uapi.KVM_EXIT_MMIO:
@@ -351,15 +380,19 @@ class Vcpu:
         """Take the writes KVM buffered in the coalesced ring, oldest first:
         (address or port, is_pio, data)."""
         ring = self._ring
-        if ring is None or ring.first == ring.last:
+        if ring is None:
+            return []
+        head = self._ring_offset - sizeof(uapi.kvm_coalesced_mmio_ring)
+        first, last = _RING_HEAD.unpack_from(self._mapping, head)
+        if first == last:
             return []
         entries = []
-        size = sizeof(uapi.kvm_coalesced_mmio)
-        while ring.first != ring.last:
-            entry = uapi.kvm_coalesced_mmio.from_buffer_copy(
-                self._mapping, self._ring_offset + ring.first * size)
-            entries.append((entry.phys_addr, bool(entry.pio), bytes(entry.data)[:entry.len]))
-            ring.first = (ring.first + 1) % self._ring_max
+        mapping, size, limit = self._mapping, _RING_ENTRY.size, self._ring_max
+        while first != last:
+            addr, length, pio, data = _RING_ENTRY.unpack_from(mapping, self._ring_offset + first * size)
+            entries.append((addr, bool(pio), data[:length]))
+            first = (first + 1) % limit
+        ring.first = first  # hand the slots back to KVM only after reading them
         return entries
 
     def close(self) -> None:

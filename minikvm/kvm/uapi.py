@@ -252,6 +252,13 @@ class kvm_run(Structure):
     ]
 
 
+# Layouts for the per-exit hot path, which unpacks kvm_run's bytes directly instead of walking
+# ctypes objects (the unit tests check them against the structures above).
+EXIT_REASON_FORMAT = "<I"  # kvm_run.exit_reason
+IO_EXIT_FORMAT = "<BBHIQ"  # kvm_run.io: direction, size, port, count, data_offset
+RING_HEAD_FORMAT = "<II"  # kvm_coalesced_mmio_ring: first, last
+COALESCED_ENTRY_FORMAT = "<QII8s"  # kvm_coalesced_mmio: phys_addr, len, pio, data
+
 # --- constants --------------------------------------------------------------
 
 KVM_EXIT_UNKNOWN = 0

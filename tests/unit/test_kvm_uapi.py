@@ -101,3 +101,20 @@ def test_exit_union_offsets_match_kernel(kernel_values: dict[str, int], c_path: 
 @pytest.mark.parametrize("name", IOCTLS + CONSTANTS)
 def test_ioctl_numbers_and_constants_match_kernel(kernel_values: dict[str, int], name: str) -> None:
     assert getattr(uapi, name) == kernel_values[name]
+
+
+def test_hot_path_layouts_match_the_mirrored_structures() -> None:
+    """The run loop unpacks kvm_run with struct formats: they must agree with the ctypes mirror."""
+    import struct
+
+    io = type(uapi.kvm_run().u.io)
+    assert struct.calcsize(uapi.IO_EXIT_FORMAT) == ctypes.sizeof(io)
+    codes = uapi.IO_EXIT_FORMAT[1:]
+    offsets = [struct.calcsize("<" + codes[:i]) for i in range(len(codes))]  # where the format puts each field
+    assert [getattr(io, name).offset for name, _ in io._fields_] == offsets
+    assert struct.calcsize(uapi.EXIT_REASON_FORMAT) == ctypes.sizeof(ctypes.c_uint32)
+    assert struct.calcsize(uapi.RING_HEAD_FORMAT) == ctypes.sizeof(uapi.kvm_coalesced_mmio_ring)
+    assert struct.calcsize(uapi.COALESCED_ENTRY_FORMAT) == ctypes.sizeof(uapi.kvm_coalesced_mmio)
+    entry = uapi.kvm_coalesced_mmio(0x3F8, 1, 1)
+    entry.data[0] = 0x41
+    assert struct.unpack(uapi.COALESCED_ENTRY_FORMAT, bytes(entry))[:3] == (0x3F8, 1, 1)
