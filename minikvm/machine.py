@@ -315,12 +315,17 @@ class Machine:
     def run(self) -> RunResult:
         self._thread_ident = threading.get_ident()
         started = time.perf_counter()
+        stop: StopReason | None = None
         try:
-            stop = self.loop.run()
-        except MinikvmError as err:  # KvmError, or the software CPU's EmuError
-            stop = StopReason(StopKind.ACCEL_ERROR, f"accelerator failure: {err}")
-        wall = time.perf_counter() - started
-        stop, snapshot = self._snapshot(stop)
+            try:
+                stop = self.loop.run()
+            except MinikvmError as err:  # KvmError, or the software CPU's EmuError
+                stop = StopReason(StopKind.ACCEL_ERROR, f"accelerator failure: {err}")
+            wall = time.perf_counter() - started
+            stop, snapshot = self._snapshot(stop)
+        finally:
+            if self.loop.debugger is not None:  # a trace settles its last instruction, gdb hears of the end
+                self.loop.debugger.finished(stop or StopReason(StopKind.ACCEL_ERROR, "internal error"))
         return RunResult(self.name, stop, self.stats, wall, snapshot, self.ports.unclaimed, self.accel.name)
 
     def _snapshot(self, stop: StopReason) -> tuple[StopReason, CpuSnapshot | None]:

@@ -61,6 +61,15 @@ class RunnableVcpu(Protocol):
     def request_exit(self) -> None: ...
 
 
+class DebugHook(Protocol):
+    """A debugger or an instruction trace on the loop (debug/gdbstub.GuestControl), called in the vCPU thread."""
+
+    def checkpoint(self) -> None: ...  # before each run: the vCPU may pause here until resumed or stopped
+    def on_exit(self, exit: Exit) -> Exit | None: ...  # sees every exit first; None: it was the debugger's own
+    def wake(self) -> None: ...  # (any thread) a stop was requested: leave any pause
+    def finished(self, stop: StopReason) -> None: ...  # the machine's run is over (its stop report is next)
+
+
 class RunLoop:
     def __init__(self, vcpu: RunnableVcpu, ports: Bus, stats: ExitStats,
                  trace: Callable[[str], None] | None = None) -> None:
@@ -75,6 +84,7 @@ class RunLoop:
         self.last_exit: Exit | None = None  # for the stop report
         self._inline_seconds = 0.0
         self.idle_check: Callable[[], StopReason | None] | None = None
+        self.debugger: DebugHook | None = None  # --gdb / --trace: a pause point and the first look at exits
         # Called at the end, so the output is complete before the stop report.
         self.flush_output: Callable[[], None] = lambda: None
 
@@ -86,13 +96,20 @@ class RunLoop:
             self.stop = reason
         self.vcpu.request_exit()
         self.kick()
+        if self.debugger is not None:
+            self.debugger.wake()
 
     def run(self) -> StopReason:
         vcpu, stats = self.vcpu, self.stats
         clock = time.perf_counter
         if hasattr(vcpu, "inline_exit"):
             vcpu.inline_exit = self._inline  # the software CPU dispatches I/O from inside the guest slice
+        debugger = self.debugger
         while self.stop is None:
+            if debugger is not None:
+                debugger.checkpoint()  # a debugger pauses the vCPU here, between two runs
+                if self.stop is not None:
+                    break
             t0 = clock()
             exit = vcpu.run()
             t1 = clock()
@@ -108,6 +125,11 @@ class RunLoop:
         self.stats.exits += 1
         self.stats.by_reason[type(exit).__name__] += 1
         self._drain_coalesced()
+        if self.debugger is not None:
+            handled = self.debugger.on_exit(exit)  # a single step or a breakpoint is the debugger's
+            if handled is None:
+                return
+            exit = handled
         if type(exit) is not InterruptedExit:  # a kick says nothing about where the guest was
             self.last_exit = exit
         reason = self.dispatch(exit)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..arch.x86.exceptions import VECTORS
 from ..arch.x86.registers import CR0_EM, CR0_PG, CR0_TS, CR4_OSFXSR, CR4_PSE, EFER_LMA
@@ -23,6 +24,9 @@ from .disasm import bits_for
 from .dump import register_dump
 from .report import RESET_STATE
 from .symbols import SymbolTable
+
+if TYPE_CHECKING:  # the software CPU's module pulls in Unicorn: not needed to import this one
+    from ..emu.delivery import ChainLink
 
 EXPLAINED = {StopKind.TRIPLE_FAULT, StopKind.INTERNAL_ERROR, StopKind.FAIL_ENTRY, StopKind.UNKNOWN_HYPERCALL,
              StopKind.ACCEL_ERROR, StopKind.UNHANDLED_EXIT}
@@ -58,6 +62,7 @@ class Instruction:
     mnemonic: str
     groups: tuple[str, ...]
     operands: list  # capstone operands, for effective addresses
+    reg_name: Callable[[int], str]  # capstone's register id → name
 
 
 def decode(code: bytes, address: int, bits: int) -> Instruction | None:
@@ -69,34 +74,39 @@ def decode(code: bytes, address: int, bits: int) -> Instruction | None:
     for insn in engine.disasm(code, address, 1):
         groups = tuple(insn.group_name(g) or "" for g in insn.groups)
         return Instruction(insn.address, bytes(insn.bytes), f"{insn.mnemonic} {insn.op_str}".strip(),
-                           insn.mnemonic, groups, list(insn.operands))
+                           insn.mnemonic, groups, list(insn.operands), insn.reg_name)
     return None
 
 
 def context_listing(read: Callable[[int, int], bytes], rip: int, bits: int, symbols: SymbolTable | None,
                     before: int = 3, after: int = 3) -> list[str]:
-    """The faulting instruction with a few before and after. x86 cannot be decoded backwards, so
-    the start is the nearest earlier offset from which decoding lands exactly on RIP with
-    `before` instructions ahead of it (or as many as any offset gives)."""
+    """The faulting instruction with a few before and after.
+
+    x86 cannot be decoded backwards. Decoding starts at the nearest symbol when there is one close
+    by (code starts there); otherwise at the furthest earlier offset from which decoding lands
+    exactly on RIP, since a longer run of decoding falls into step with the real instructions."""
     from .disasm import disassemble
 
+    starts = list(range(15 * before, -1, -1))
+    symbol = symbols.start_of(rip) if symbols is not None else None
+    if symbol is not None and 0 <= rip - symbol <= 512:
+        starts = [rip - symbol, *starts]
     best: list[tuple[int, bytes, str]] = []
-    best_before = -1
-    for back in range(0, 15 * before + 1):
+    index = -1
+    for back in starts:
         try:
             code = read(rip - back, back + 15 * (after + 1))
-        except Exception:
+        except Exception:  # memory before RIP may be unreadable: try the next start
             continue
         decoded = disassemble(code, rip - back, bits, count=back + after + 1)
         addresses = [address for address, _, _ in decoded]
-        if rip in addresses and addresses.index(rip) > best_before:
-            best, best_before = decoded, addresses.index(rip)
-            if best_before >= before:
-                break
+        if rip in addresses:
+            best, index = decoded, addresses.index(rip)
+            break
     if not best:
         return [f"{rip:#x}: (memory not readable)"]
     lines = []
-    for address, raw, text in best[max(0, best_before - before):best_before + after + 1]:
+    for address, raw, text in best[max(0, index - before):index + after + 1]:
         marker = "=>" if address == rip else "  "
         name = symbols.describe(address) if symbols is not None else None
         where = f" <{name}>" if name else ""
@@ -166,8 +176,9 @@ class Explainer:
                 causes.append("it is an SSE/x87 instruction: compile CPL0 C code with -mgeneral-regs-only, or run "
                               "the guest on the software CPU (--accel emu)")
             elif insn.mnemonic.startswith("iret"):
-                causes.append("a protected-mode IRET (returning from an interrupt handler) is one of them: with "
-                              "--accel auto and --interrupts minikvm sends such guests to the software CPU")
+                causes.append("a protected-mode IRET (returning from an interrupt handler) is one of them: run the "
+                              "guest on the software CPU (--accel emu; with --interrupts, --accel auto does that "
+                              "by itself)")
             else:
                 causes.append("run the guest on the software CPU (--accel emu) to get past it")
         return Explanation(f"{self.result.stop.message} at {at}", causes)
@@ -177,30 +188,52 @@ class Explainer:
         if not chain:
             return Explanation(f"triple fault at {snap.regs.rip:#x}" + (f" ({insn.text})" if insn else ""),
                                ["the accelerator did not report the exceptions that led to it"])
-        first = chain[0]
-        steps = " → ".join(_short(link.event) for link in chain if "triple fault" not in link.outcome)
-        first_insn = insn if first.rip == snap.regs.rip else None
+        # The chain keeps recent deliveries too: the fatal part starts after the last one that worked.
+        start = max((i + 1 for i, link in enumerate(chain) if link.delivered), default=0)
+        fatal = [link for link in chain[start:] if "triple fault" not in link.outcome] or chain[-1:]
+        first = fatal[0]
+        code = self._read_linear(snap)
+        try:
+            first_insn = decode(code(first.rip, 16), first.rip, bits)
+        except Exception:  # the faulting address may not be readable
+            first_insn = None
         where = f"{first.rip:#x}" + (f" ({first_insn.text})" if first_insn else "")
-        why_failed = first.outcome.removeprefix("could not be delivered: ")
-        headline = (f"triple fault: {_short(first.event)} at {where} could not be delivered: {why_failed} → "
-                    f"{steps.split(' → ', 1)[1] if ' → ' in steps else steps} → shutdown")
-        causes = self._first_event_causes(snap, first.event.vector, first.event.error_code, first_insn, bits)
         failed = "could not be delivered: "
-        for link in chain:
+        later = " → ".join(_short(link.event) for link in fatal[1:])
+        headline = (f"triple fault: {_short(first.event)} at {where} {failed}{first.outcome.removeprefix(failed)}"
+                    f"{' → ' + later if later else ''} → shutdown")
+        causes = self._first_event_causes(snap, first, first_insn)
+        for link in fatal:
             if link.outcome.startswith(failed):
                 causes.append(f"delivering {_short(link.event)} failed: {link.outcome.removeprefix(failed)}")
         idt = snap.sregs.idt
-        if any("IDT" in link.outcome for link in chain):
+        if any("IDT" in link.outcome for link in fatal):
             causes.append(f"the IDT is at {idt.base:#x} with limit {idt.limit:#x}: it needs a present interrupt or "
                           "trap gate for every vector that can occur (at least #GP 13, #PF 14 and #DF 8)")
-        return Explanation(headline, causes)
+        if start and chain[start - 1].event.vector < 32 and not chain[start - 1].event.external:
+            # The fatal fault happened in a handler: what that handler was called for is part of the story.
+            handled = chain[start - 1]
+            try:
+                handled_insn = decode(code(handled.rip, 16), handled.rip, bits)
+            except Exception:  # the earlier instruction may no longer be readable
+                handled_insn = None
+            causes.append(f"it happened in the handler of an earlier {_short(handled.event)} at {handled.rip:#x}, "
+                          f"{handled.outcome}:")
+            causes.extend(f"  {line}" for line in self._first_event_causes(snap, handled, handled_insn))
+        earlier = chain[:start][-3:]
+        notes = [f"before that: {_short(link.event)} at {link.rip:#x} was {link.outcome}" for link in earlier]
+        return Explanation(headline, causes, notes=notes)
 
     # --- the cause catalogue ------------------------------------------------------------
 
-    def _first_event_causes(self, snap: CpuSnapshot, vector: int, error_code: int | None,
-                            insn: Instruction | None, bits: int) -> list[str]:
+    def _first_event_causes(self, snap: CpuSnapshot, link: ChainLink, insn: Instruction | None) -> list[str]:
         sregs, regs = snap.sregs, snap.regs
+        vector, error_code = link.event.vector, link.event.error_code
         cpl = sregs.cs.selector & 3 if sregs.cr0 & 1 else 0
+        if link.event.software:
+            return [f"`{insn.text if insn else 'INT'}` at CPL{cpl}: " + link.outcome.removeprefix(
+                "could not be delivered: ") + (" — a gate meant for INT from user mode needs DPL 3"
+                                                if "DPL" in link.outcome else "")]
         if vector == 6 and insn is not None and _is_simd(insn):
             if not sregs.cr4 & CR4_OSFXSR:
                 return [f"`{insn.text}` is an SSE instruction and CR4.OSFXSR=0 (CR4={sregs.cr4:#x}): the CPU "
@@ -223,14 +256,35 @@ class Explainer:
         if vector == 13:
             return self._general_protection(snap, insn, cpl, error_code)
         if vector == 14:
-            return self._page_fault(snap, error_code, cpl)
+            return self._page_fault(snap, link.cr2 if link.cr2 is not None else sregs.cr2, error_code)
         name = VECTORS.get(vector)
         return [f"the first exception was {name.mnemonic + ' (' + name.name + ')' if name else f'vector {vector}'}"]
 
     def _divide(self, insn: Instruction | None, regs: object) -> list[str]:
-        if insn is None:
-            return ["divide error (#DE)"]
-        return [f"`{insn.text}`: division by zero, or a quotient too large for the destination (#DE)"]
+        if insn is None or not insn.operands:
+            return ["divide error (#DE): division by zero, or a quotient too large for the destination"]
+        import capstone
+
+        operand = insn.operands[0]
+        size = operand.size
+        names = {1: ("al", "ah", "ax"), 2: ("ax", "dx", "dx:ax"), 4: ("eax", "edx", "edx:eax"),
+                 8: ("rax", "rdx", "rdx:rax")}[size]
+        mask = (1 << (8 * size)) - 1
+        if operand.type == capstone.CS_OP_REG:
+            name = insn.reg_name(operand.reg)
+            divisor = _register(regs, name) & mask
+            what = name.upper()
+        else:
+            return [f"`{insn.text}`: division by zero, or a quotient too large for {names[0].upper()} (#DE)"]
+        if divisor == 0:
+            return [f"`{insn.text}`: {what}=0, a division by zero (#DE)"]
+        # The dividend is twice the divisor's width: AH:AL, DX:AX, EDX:EAX or RDX:RAX.
+        low, high = (("al", "ah") if size == 1 else (names[0], names[1]))
+        low, high = _register(regs, low), _register(regs, high)
+        dividend_name = "AX" if size == 1 else names[2].upper()
+        return [f"`{insn.text}`: {dividend_name} = {high:#x}:{low:#x} divided by {what}={divisor:#x} gives a "
+                f"quotient too large for {names[0].upper()} (#DE): clear {names[1].upper()} before an unsigned "
+                "DIV, or sign-extend (CDQ/CQO) before IDIV"]
 
     def _general_protection(self, snap: CpuSnapshot, insn: Instruction | None, cpl: int,
                             error_code: int | None) -> list[str]:
@@ -241,8 +295,16 @@ class Explainer:
         if cpl == 3 and (insn.mnemonic in PRIVILEGED or control_register):
             return [f"`{insn.text}` is a privileged instruction and the CPU is at CPL3 (user mode): #GP"]
         if insn.mnemonic == "mov" and insn.text.split()[1].rstrip(",") in ("ds", "es", "fs", "gs", "ss"):
-            return [f"`{insn.text}` loads a segment register with a selector the GDT (base {sregs.gdt.base:#x}, "
-                    f"limit {sregs.gdt.limit:#x}) does not hold, or one whose descriptor is not usable"]
+            source = insn.text.split(",")[-1].strip()
+            selector = _register(snap.regs, source) & 0xFFFF if source.isalpha() else None
+            if selector is not None and (selector & ~7) + 7 > sregs.gdt.limit:
+                return [f"`{insn.text}` loads selector {selector:#x}, beyond the GDT limit {sregs.gdt.limit:#x} "
+                        f"(the GDT at {sregs.gdt.base:#x} has {(sregs.gdt.limit + 1) // 8} descriptors): #GP"
+                        f"({selector & 0xFFFC:#x})"]
+            shown = f"selector {selector:#x}" if selector is not None else "a selector"
+            return [f"`{insn.text}` loads {shown} whose descriptor in the GDT (base {sregs.gdt.base:#x}, limit "
+                    f"{sregs.gdt.limit:#x}) is not usable for that register (null, not present, or wrong type or "
+                    "privilege)"]
         if sregs.efer & EFER_LMA:
             for address in _memory_operands(insn, snap):
                 if not _canonical(address):
@@ -251,18 +313,23 @@ class Explainer:
         code = f" (error code {error_code:#x})" if error_code else ""
         return [f"`{insn.text}` raised a general protection fault{code}"]
 
-    def _page_fault(self, snap: CpuSnapshot, error_code: int | None, cpl: int) -> list[str]:
+    def _page_fault(self, snap: CpuSnapshot, cr2: int, error_code: int | None) -> list[str]:
         sregs, regs = snap.sregs, snap.regs
-        cr2 = sregs.cr2
         code = error_code or 0
         op = Op.EXECUTE if code & 0x10 else Op.WRITE if code & 2 else Op.READ
         access = Access(op, user=bool(code & 4))
         walk = translate(self.machine.memory.read, sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer, cr2, access)
-        causes = [f"page fault at CR2={cr2:#x}: {describe_error_code(code)}", walk.describe()]
-        stack = regs.rsp
-        if abs(cr2 - stack) < 0x100 or (op is Op.WRITE and 0 <= stack - cr2 < 0x1000):
-            causes.append(f"CR2 is next to the stack pointer ({stack:#x}): the stack is in an unmapped or "
-                          "read-only page")
+        causes = [f"page fault at CR2={cr2:#x}: {describe_error_code(code)}", *walk.describe().splitlines()]
+        width = 1 << (64 if sregs.efer & EFER_LMA else 32)
+        stack = regs.rsp % width
+        below = (stack - cr2) % width  # how far under the stack pointer the access was (pushes go down)
+        if below <= 0x1000 or (cr2 - stack) % width < 0x100:
+            if stack == 0:
+                causes.append("the stack pointer is 0: the stack was never set up (a push wraps to the top of the "
+                              "address space)")
+            else:
+                causes.append(f"CR2 is next to the stack pointer ({stack:#x}): the stack is in an unmapped or "
+                              "read-only page")
         mode = paging_mode(sregs.cr0, sregs.cr4, sregs.efer)
         if mode is PagingMode.BIT32 and not sregs.cr4 & CR4_PSE:
             large = [e for e in walk.entries if e.level == "PDE" and e.value & 0x80]
@@ -326,6 +393,26 @@ def _memory_operands(insn: Instruction, snap: CpuSnapshot) -> list[int]:
         index = getattr(regs, names[mem.index]) * mem.scale if mem.index in names else 0
         addresses.append((base + index + mem.disp) & 0xFFFFFFFFFFFFFFFF)
     return addresses
+
+
+def _register(regs: object, name: str) -> int:
+    """A register's value by its capstone name (eax, cx, r8d, al, ah …) from a kvm_regs-like object."""
+    full = {"a": "rax", "b": "rbx", "c": "rcx", "d": "rdx"}
+    name = name.lower()
+    if name[-1] in "lh" and len(name) == 2 and name[0] in full:  # al, ah, bl …
+        value = getattr(regs, full[name[0]])
+        return (value >> 8) & 0xFF if name[1] == "h" else value & 0xFF
+    if name.startswith("r") and name[1:2].isdigit():  # r8, r8d, r8w, r8b
+        digits = name[1:].rstrip("dwb")
+        value = getattr(regs, f"r{digits}")
+        return value & {"d": 0xFFFFFFFF, "w": 0xFFFF, "b": 0xFF}.get(name[-1], (1 << 64) - 1)
+    base = name.lstrip("er")
+    key = {"ax": "rax", "bx": "rbx", "cx": "rcx", "dx": "rdx", "si": "rsi", "di": "rdi", "sp": "rsp",
+           "bp": "rbp", "ip": "rip"}.get(base)
+    if key is None:
+        return 0
+    value = getattr(regs, key)
+    return value & (0xFFFFFFFF if name.startswith("e") else 0xFFFF if len(name) == 2 else (1 << 64) - 1)
 
 
 def _canonical(address: int) -> bool:

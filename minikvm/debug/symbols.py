@@ -55,6 +55,11 @@ class SymbolTable:
                 continue
         return None
 
+    def start_of(self, address: int) -> int | None:
+        """The address of the nearest symbol at or below `address`."""
+        i = bisect.bisect_right(self._addresses, address) - 1
+        return self._addresses[i] if i >= 0 else None
+
     def describe(self, address: int) -> str | None:
         """'name' or 'name+0x1c' for the nearest symbol at or below `address`."""
         i = bisect.bisect_right(self._addresses, address) - 1

@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 import unicorn.x86_const as x86
 from unicorn import (
     UC_ARCH_X86,
+    UC_HOOK_CODE,
     UC_HOOK_INSN,
     UC_HOOK_INSN_INVALID,
     UC_HOOK_INTR,
+    UC_HOOK_MEM_READ,
+    UC_HOOK_MEM_WRITE,
     UC_MODE_16,
     UC_MODE_32,
     UC_MODE_64,
@@ -41,7 +44,7 @@ from ..arch.x86.registers import CR0_PE, EFER_LMA, MSR_EFER, RFLAGS_IF, RFLAGS_R
 from ..arch.x86.walk import Op
 from ..errors import MinikvmError
 from ..kvm import uapi
-from ..kvm.exits import AcceleratorErrorExit, Exit, HltExit, InterruptedExit, IoExit, ShutdownExit
+from ..kvm.exits import AcceleratorErrorExit, DebugExit, Exit, HltExit, InterruptedExit, IoExit, ShutdownExit
 from .delivery import ChainLink, Deliverer, Event, UnsupportedDelivery
 from .guestmem import GuestView, VirtualAccessFault
 from .registers import RegisterFile
@@ -50,6 +53,12 @@ _SLICE_SECONDS = 0.05  # the longest run without looking at stop requests
 _SEGMENT_IDS = {"cs": x86.UC_X86_REG_CS, "ds": x86.UC_X86_REG_DS, "es": x86.UC_X86_REG_ES,
                 "fs": x86.UC_X86_REG_FS, "gs": x86.UC_X86_REG_GS, "ss": x86.UC_X86_REG_SS}
 _UNREACHABLE = 0xFFFF_FFFF_FFFF_FFFF
+# Watchpoint kinds (as gdb's Z2/Z3/Z4 name them) and the memory hooks that see them.
+_WATCH_HOOKS = {"watch": UC_HOOK_MEM_WRITE, "rwatch": UC_HOOK_MEM_READ, "awatch": UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE}
+# The registers `debug_registers` samples, in order (a 16/32-bit engine has no r8-r15).
+_DEBUG_REGISTERS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "rflags",
+                    "cs", "ss", "ds", "es", "fs", "gs", "cr0", "cr2", "cr3", "cr4")
+_DEBUG_REGISTERS_WIDE = (*_DEBUG_REGISTERS[:8], *(f"r{n}" for n in range(8, 16)), *_DEBUG_REGISTERS[8:])
 
 
 class EmuError(MinikvmError):
@@ -127,6 +136,18 @@ class EmuVcpu:
         self._pending_regs: uapi.kvm_regs | None = None
         self.unclaimed_mmio = 0
         self.io_rip: int | None = None  # address of the last IN/OUT (stop reports name it)
+        # Debugging (set_debug): no hook exists unless a debugger or a trace asks for one.
+        self._breakpoints: frozenset[int] = frozenset()
+        self._breakpoint_hooks: dict[int, int] = {}
+        self._code_hook: int | None = None
+        self._watches: list[tuple[int, int, str, object]] = []
+        self._watch_hooks: list[int] = []
+        self._watch_hit: tuple[object, str] | None = None
+        self._step = self._stepped = False
+        self._on_instruction: Callable[[int, int], None] | None = None
+        self._skip_at: int | None = None
+        self._debug_stopping = False
+        self.debug_hit: tuple[object, str] | None = None  # (tag, kind) of the watchpoint behind the last DebugExit
 
     # --- state -------------------------------------------------------------------
 
@@ -243,6 +264,7 @@ class EmuVcpu:
     def run(self) -> Exit:
         uc, regs = self._engine(), self.regs
         assert regs is not None
+        self._debug_stopping = False
         while True:
             if self._stop_requested:
                 return InterruptedExit()
@@ -251,6 +273,7 @@ class EmuVcpu:
                 return result
             self._service_timer()
             if self._deliver_pending_interrupt():
+                self._skip_at = None  # the first instruction now is the handler's
                 continue
             self._wake.clear()
             slice_end = time.monotonic() + _SLICE_SECONDS
@@ -401,9 +424,35 @@ class EmuVcpu:
     def _error_code(self, vector: int) -> int | None:
         if vector == 14:
             return self._page_fault_code()
-        if vector in (8, 10, 11, 12, 13, 17, 21):
+        if vector == 13:
+            return self._segment_load_selector()
+        if vector in (8, 10, 11, 12, 17, 21):
             return 0  # Unicorn does not report it; 0 is right for most causes
         return None
+
+    def _segment_load_selector(self) -> int:
+        """#GP's error code: the selector for a segment-register load (the CPU pushes it), else 0."""
+        from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, CS_OP_REG, Cs
+
+        regs, uc = self.regs, self._engine()
+        assert regs is not None
+        try:
+            code = self.view.read(self.deliverer._code_linear(regs.ip), 15)
+        except VirtualAccessFault:
+            return 0
+        mode = {UC_MODE_64: CS_MODE_64, UC_MODE_32: CS_MODE_32, UC_MODE_16: CS_MODE_16}[self.mode]
+        engine = Cs(CS_ARCH_X86, mode)
+        engine.detail = True
+        for insn in engine.disasm(code, regs.ip, 1):
+            operands = insn.operands
+            if insn.mnemonic != "mov" or len(operands) != 2 or operands[1].type != CS_OP_REG:
+                return 0
+            target, source = insn.reg_name(operands[0].reg), insn.reg_name(operands[1].reg)
+            if target not in ("ds", "es", "fs", "gs", "ss"):
+                return 0
+            register = getattr(x86, f"UC_X86_REG_{source.upper()}", None)
+            return uc.reg_read(register) & 0xFFFC if register is not None else 0
+        return 0
 
     def _page_fault_code(self) -> int:
         """The #PF error code (SDM 4.7) for the fault Unicorn reported: the access is decoded from
@@ -446,6 +495,116 @@ class EmuVcpu:
         if self.uc is None:
             raise EmuError("the software CPU has no state yet (set_sregs first)")
         return self.uc
+
+    # --- debugging -----------------------------------------------------------------------
+
+    def cancel_exit_request(self) -> None:
+        """Undo request_exit, so a vCPU a debugger paused goes on running."""
+        self._stop_requested = False
+
+    def set_debug(self, step: bool = False, breakpoints: Collection[int] = (),
+                  watchpoints: Sequence[tuple[int, int, str, object]] = (),
+                  on_instruction: Callable[[int, int], None] | None = None, skip_at: int | None = None) -> None:
+        """What stops the next run() with a DebugExit, and what it reports as it goes.
+
+        `step`: stop before the second instruction executed (exception 1).
+        `breakpoints`: linear addresses; stop before executing one (exception 3), except
+        `skip_at` the first time (resuming from a breakpoint). `watchpoints`:
+        (guest-physical address, length, "watch"|"rwatch"|"awatch", tag) — Unicorn's memory
+        hooks see physical addresses; stop after the accessing instruction (exception 1,
+        `debug_hit` = (tag, kind)). `on_instruction(linear address, size)` is called before
+        each instruction (the trace). Breakpoints alone cost one hook per address; the
+        others put a hook on every instruction, until the next set_debug without them.
+        """
+        uc = self._engine()
+        self._step, self._stepped = step, False
+        self._on_instruction = on_instruction
+        self._skip_at = skip_at
+        self._watch_hit = None
+        self._breakpoints = frozenset(breakpoints)
+        every_instruction = step or on_instruction is not None or bool(watchpoints)
+        wanted = set() if every_instruction else set(self._breakpoints)  # else the per-instruction hook checks
+        changed = False
+        for addr in set(self._breakpoint_hooks) - wanted:
+            uc.hook_del(self._breakpoint_hooks.pop(addr))
+            changed = True
+        for addr in wanted - set(self._breakpoint_hooks):
+            self._breakpoint_hooks[addr] = uc.hook_add(UC_HOOK_CODE, self._on_breakpoint, None, addr, addr)
+            changed = True
+        if every_instruction != (self._code_hook is not None):
+            if self._code_hook is None:
+                self._code_hook = uc.hook_add(UC_HOOK_CODE, self._on_code_debug)
+            else:
+                uc.hook_del(self._code_hook)
+                self._code_hook = None
+            changed = True
+        if list(watchpoints) != self._watches:
+            for hook in self._watch_hooks:
+                uc.hook_del(hook)
+            self._watch_hooks = [uc.hook_add(_WATCH_HOOKS[kind], self._on_watch, (tag, kind), phys, phys + length - 1)
+                                 for phys, length, kind, tag in watchpoints]
+            self._watches = list(watchpoints)
+            changed = True
+        if changed:
+            uc.ctl_flush_tb()  # blocks translated before a hook was added would not call it
+
+    def invalidate_code(self) -> None:
+        """Guest memory changed behind Unicorn's back (a debugger wrote it): drop translated code."""
+        if self.uc is not None:
+            self.uc.ctl_flush_tb()
+
+    @property
+    def debug_register_names(self) -> tuple[str, ...]:
+        return _DEBUG_REGISTERS_WIDE if self.mode == UC_MODE_64 else _DEBUG_REGISTERS
+
+    def debug_registers(self) -> tuple[int, ...]:
+        """The registers named by `debug_register_names`, in one call (the trace samples them per instruction)."""
+        ids = self.__dict__.get("_debug_ids")
+        if ids is None:
+            regs = self.regs
+            assert regs is not None
+            ids = self._debug_ids = [regs.ids[n] if n in regs.ids else getattr(x86, f"UC_X86_REG_{n.upper()}")
+                                     for n in self.debug_register_names]
+        return tuple(self._engine().reg_read_batch(ids))
+
+    def _debug_stop(self, exit: DebugExit, hit: tuple[object, str] | None) -> None:
+        self._result = exit
+        self.debug_hit = hit
+        self._watch_hit = None
+        self._debug_stopping = True
+        self._engine().emu_stop()  # from a code hook: the instruction does not execute
+
+    def _on_breakpoint(self, uc: Uc, address: int, size: int, _: object) -> None:
+        if self._debug_stopping:
+            return
+        if address == self._skip_at:
+            self._skip_at = None
+            return
+        self._debug_stop(DebugExit(3, address, 0, 0), None)
+
+    def _on_code_debug(self, uc: Uc, address: int, size: int, _: object) -> None:
+        if self._debug_stopping:
+            return
+        if self._watch_hit is not None:  # the previous instruction touched a watched range
+            self._debug_stop(DebugExit(1, address, 0, 0), self._watch_hit)
+            return
+        if self._step:
+            if self._stepped:
+                self._debug_stop(DebugExit(1, address, 0, 0), None)
+                return
+            self._stepped = True
+        skip, self._skip_at = self._skip_at, None
+        if address in self._breakpoints and address != skip:
+            self._debug_stop(DebugExit(3, address, 0, 0), None)
+            return
+        if self._on_instruction is not None:
+            self._on_instruction(address, size)
+
+    def _on_watch(self, uc: Uc, access: int, address: int, size: int, value: int, hit: tuple[object, str]) -> None:
+        # Unicorn calls this before the access; stopping here would leave EIP unsynced.
+        # The per-instruction hook stops before the next instruction instead.
+        if self._watch_hit is None:
+            self._watch_hit = hit
 
     def close(self) -> None:
         self.uc = None

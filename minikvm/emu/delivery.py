@@ -67,8 +67,13 @@ class ChainLink:
     """One step of an exception chain, for the stop report."""
 
     event: Event
-    rip: int
+    rip: int  # where the event happened (the INT itself for a software interrupt)
     outcome: str  # "delivered to 0x08:0x80001234", or why delivery failed
+    cr2: int | None = None  # the faulting address, for a #PF
+
+    @property
+    def delivered(self) -> bool:
+        return self.outcome.startswith("delivered")
 
 
 class DeliveryFault(Exception):
@@ -109,6 +114,9 @@ class Deliverer:
         current: Event | None = event
         while current is not None:
             rip = self.regs.ip
+            if current.software:
+                rip -= self._software_interrupt_length(current.vector)  # EIP is already past the INT
+            cr2 = self.uc.reg_read(UC_X86_REG_CR2) if current.vector == PAGE_FAULT and not current.software else None
             saved = self.uc.context_save()
             try:
                 target = self._deliver_once(current)
@@ -118,8 +126,8 @@ class Deliverer:
                     self.uc.reg_write(UC_X86_REG_CR2, fault.cr2)
                 if current.software:
                     # The fault is the INT instruction's: its frame must point at the INT, not past it.
-                    self.regs.ip -= self._software_interrupt_length(current.vector)
-                self.chain.append(ChainLink(current, rip, f"could not be delivered: {fault.why}"))
+                    self.regs.ip = rip
+                self.chain.append(ChainLink(current, rip, f"could not be delivered: {fault.why}", cr2))
                 nxt = _next_event(current, fault)
                 if nxt is None:
                     self.chain.append(ChainLink(Event(DOUBLE_FAULT, 0), rip, "a fault while delivering #DF: "
@@ -127,7 +135,7 @@ class Deliverer:
                     return False
                 current = nxt
                 continue
-            self.chain.append(ChainLink(current, rip, f"delivered to {target}"))
+            self.chain.append(ChainLink(current, rip, f"delivered to {target}", cr2))
             del self.chain[:-32]  # a long-running guest takes many interrupts: keep the recent ones
             reset_old_exception(self.uc)
             return True
@@ -345,11 +353,25 @@ class Deliverer:
         return (self._descriptor(selector, STACK_FAULT, 0).base + sp) & 0xFFFFFFFF if selector & ~3 else sp
 
     def _read(self, addr: int, length: int) -> bytes:
-        try:
-            return self.view.read(addr, length)
-        except VirtualAccessFault as fault:
-            raise DeliveryFault(PAGE_FAULT, self._pf_code(fault.addr, write=False), f"reading {addr:#x} faults",
-                                cr2=fault.addr) from None
+        """A read of a descriptor table or the TSS: an implicit supervisor access (SDM 4.6), whatever
+        the CPL, so it is translated by minikvm's walker rather than Unicorn's MMU at the current CPL."""
+        uc = self.uc
+        data = bytearray()
+        while len(data) < length:
+            at = addr + len(data)
+            walk = translate(lambda a, n: bytes(uc.mem_read(a, n)), uc.reg_read(UC_X86_REG_CR0),
+                             uc.reg_read(UC_X86_REG_CR3), uc.reg_read(UC_X86_REG_CR4), self.regs.efer(), at,
+                             Access(Op.READ))
+            if walk.phys is None:
+                code = walk.error_code if walk.error_code is not None else 0
+                why = walk.fault.value if walk.fault is not None else "unmapped"
+                raise DeliveryFault(PAGE_FAULT, code, f"reading {at:#x} faults ({why})", cr2=at)
+            chunk = min(length - len(data), 0x1000 - (at & 0xFFF))
+            try:
+                data += uc.mem_read(walk.phys, chunk)
+            except UcError:
+                raise DeliveryFault(GENERAL_PROTECTION, 0, f"{at:#x} is outside guest RAM") from None
+        return bytes(data)
 
     def _write(self, addr: int, data: bytes, stack: bool = False) -> None:
         try:

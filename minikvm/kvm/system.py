@@ -16,6 +16,7 @@ import os
 import stat
 import struct
 import weakref
+from collections.abc import Sequence
 from ctypes import byref, c_uint64, sizeof
 from typing import ClassVar
 
@@ -36,6 +37,12 @@ from .exits import (
 )
 
 KVM_DEVICE = "/dev/kvm"
+
+# The x86 debug registers as KVM_SET_GUEST_DEBUG takes them (SDM vol. 3B §18.2).
+DEBUG_SLOTS = 4  # DR0-DR3
+DR_EXECUTE, DR_WRITE, DR_ACCESS = 0b00, 0b01, 0b11  # DR7 R/W field: instruction, data write, data read/write
+_DR7_LENGTH = {1: 0b00, 2: 0b01, 8: 0b10, 4: 0b11}  # DR7 LEN field
+DR6_BS = 1 << 14  # DR6: the debug exception is a single step
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc_ioctl = _libc.ioctl
@@ -315,6 +322,44 @@ class Vcpu:
         for i, value in enumerate(debugreg or []):
             dbg.arch.debugreg[i] = value
         _ioctl(self.fd, uapi.KVM_SET_GUEST_DEBUG, byref(dbg))
+
+    # --- debugging -------------------------------------------------------------
+
+    def set_mp_state(self, state: int) -> None:
+        mp = uapi.kvm_mp_state(state)
+        _ioctl(self.fd, uapi.KVM_SET_MP_STATE, byref(mp))
+
+    def set_debug(self, single_step: bool = False, slots: Sequence[tuple[int, int, int]] = ()) -> None:
+        """Single-step (one KVM_EXIT_DEBUG per instruction) and the debug registers DR0-DR3.
+
+        `slots` holds up to four (linear address, kind, length): kind DR_EXECUTE
+        (length 1), DR_WRITE or DR_ACCESS (length 1, 2, 4 or 8, naturally
+        aligned). A hit is a KVM_EXIT_DEBUG whose DR6 has bit N set for slot N;
+        a completed single step sets DR6.BS. Nothing set turns guest debugging off.
+        """
+        if len(slots) > DEBUG_SLOTS:
+            raise ValueError(f"{len(slots)} breakpoints/watchpoints: the CPU has {DEBUG_SLOTS} debug registers")
+        debugreg = [0] * 8
+        dr7 = 0
+        for n, (addr, kind, length) in enumerate(slots):
+            if kind not in (DR_EXECUTE, DR_WRITE, DR_ACCESS) or length not in _DR7_LENGTH or addr % length:
+                raise ValueError(f"debug register {n}: kind {kind} length {length} at {addr:#x} is not encodable")
+            if kind == DR_EXECUTE and length != 1:
+                raise ValueError(f"debug register {n}: an instruction breakpoint has length 1")
+            debugreg[n] = addr
+            dr7 |= (1 << (2 * n)) | (kind << (16 + 4 * n)) | (_DR7_LENGTH[length] << (18 + 4 * n))
+        debugreg[7] = dr7
+        control = 0
+        if slots:
+            control |= uapi.KVM_GUESTDBG_ENABLE | uapi.KVM_GUESTDBG_USE_HW_BP
+        if single_step:
+            control |= uapi.KVM_GUESTDBG_ENABLE | uapi.KVM_GUESTDBG_SINGLESTEP
+        self.set_guest_debug(control, debugreg)
+
+    def cancel_exit_request(self) -> None:
+        """Undo request_exit: immediate_exit stays set until userspace clears it, and a
+        paused vCPU (the debugger) goes on running afterwards."""
+        self.run_struct.immediate_exit = 0
 
     # --- running ---------------------------------------------------------------
 

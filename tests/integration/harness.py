@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -71,6 +73,18 @@ def make_accel(name: str) -> Kvm | Emu:
 def run_specs(specs: list[GuestSpec], stdin: bytes | None = b"", timeout: float = 60,
               grace: float = 0.2, accel: str = "kvm") -> list[Outcome]:
     """Run guests in parallel, one VM each; `stdin` goes to the first guest (None: input stays open)."""
+    return [outcome for outcome, _ in run_specs_inspected(specs, lambda machine, result: None, stdin=stdin,
+                                                          timeout=timeout, grace=grace, accel=accel)]
+
+
+Inspected = TypeVar("Inspected")
+
+
+def run_specs_inspected(specs: list[GuestSpec], inspect: Callable[[Machine, RunResult], Inspected],
+                        stdin: bytes | None = b"", timeout: float = 60, grace: float = 0.2,
+                        accel: str = "kvm") -> list[tuple[Outcome, Inspected]]:
+    """As run_specs, and `inspect(machine, result)` for each guest once all have stopped, before its
+    machine is closed (its memory and vCPU still readable: e.g. to build the fault explanation)."""
     root = make_accel(accel)
     outputs: list[bytearray] = [bytearray() for _ in specs]
     machines: list[Machine] = []
@@ -84,11 +98,12 @@ def run_specs(specs: list[GuestSpec], stdin: bytes | None = b"", timeout: float 
             machines.append(Machine(MachineConfig(spec, input_grace=grace), root, outputs[index].extend, buffer))
         results = run_machines(machines, timeout=timeout)
         chains = [list(getattr(machine.vcpu, "chain", [])) for machine in machines]  # the software CPU's
+        inspected = [inspect(machine, result) for machine, result in zip(machines, results, strict=True)]
     finally:
         for machine in machines:
             machine.close()
         root.close()
-    return [Outcome(r, bytes(o), c) for r, o, c in zip(results, outputs, chains, strict=True)]
+    return [(Outcome(r, bytes(o), c), i) for r, o, c, i in zip(results, outputs, chains, inspected, strict=True)]
 
 
 def run_one(spec: GuestSpec, **kwargs: object) -> Outcome:
