@@ -460,6 +460,10 @@ def run_machines(machines: list[Machine], timeout: float | None = None,
                 thread.join()
         restore()
     # A machine whose thread an early Ctrl-C kept from starting never ran: say so, like the others.
-    return [results.get(i) or RunResult(m.name, StopReason(StopKind.INTERRUPTED, "interrupted before it started"),
-                                        m.stats, 0.0, accel=m.accel.name)
-            for i, m in enumerate(machines)]
+    for index, machine in enumerate(machines):
+        if index not in results:
+            results[index] = RunResult(machine.name, StopReason(StopKind.INTERRUPTED, "interrupted before it started"),
+                                       machine.stats, 0.0, accel=machine.accel.name)
+            if on_result is not None:
+                on_result(results[index])
+    return [results[i] for i in range(len(machines))]
