@@ -29,6 +29,7 @@ bench: $(STAMP) guests bytecode
 	$(BIN)/python bench/exits.py
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/parallel.py
+	$(BIN)/python bench/emu.py
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
