@@ -14,6 +14,7 @@ import re
 import resource
 import shutil
 import signal
+import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -76,6 +77,39 @@ def parse_seconds(text: str) -> float:
     return value
 
 
+_TRACE_MAX = 10_000_000
+
+
+def parse_count(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of instructions") from None
+    if not 0 < value <= _TRACE_MAX:
+        raise argparse.ArgumentTypeError(f"the number of instructions must be 1 .. {_TRACE_MAX}, not {text}")
+    return value
+
+
+_HOST = re.compile(r"^[A-Za-z0-9.\-]+$")
+
+
+def parse_gdb_address(text: str) -> tuple[str, int]:
+    """'1234' → (127.0.0.1, 1234); ':1234' too; 'HOST:1234'; '[::1]:1234'."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        valid_host = bool(host) and all(c in "0123456789abcdefABCDEF:." for c in host)
+    else:
+        valid_host = not host or bool(_HOST.match(host))
+    if not valid_host or not port.isdigit() or (sep and not port):
+        raise argparse.ArgumentTypeError(f"'{text}' is not [HOST:]PORT (examples: 1234, 127.0.0.1:1234, "
+                                         "0.0.0.0:1234)")
+    number = int(port)
+    if number > 65535:
+        raise argparse.ArgumentTypeError(f"port {number} is out of range (0 .. 65535)")
+    return host or "127.0.0.1", number
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports errors in one line and exits with status 2."""
 
@@ -128,6 +162,19 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interrupts", action=argparse.BooleanOptionalAction, default=None,
                         help="give the guest an interrupt controller and timer (PIC, PIT, UART IRQ 4); "
                              "default: on for --paging guests (the 1K OS layout), off otherwise")
+    parser.add_argument("--trace", type=parse_count, metavar="N",
+                        help="keep the last N executed instructions (address, bytes, disassembly, registers "
+                             "they changed) and show them with the stop report; slow: every instruction is "
+                             "stepped (on KVM, one exit each)")
+    parser.add_argument("--trace-file", type=Path, metavar="FILE",
+                        help="write every executed instruction to FILE as the guest runs "
+                             "(NAME-FILE with several guests)")
+    parser.add_argument("--gdb", type=parse_gdb_address, metavar="[HOST:]PORT",
+                        help="serve gdb's remote protocol on PORT (target remote HOST:PORT), on 127.0.0.1 "
+                             "unless HOST says otherwise (0.0.0.0: every interface); PORT 0 picks a free one; "
+                             "each guest is one gdb thread")
+    parser.add_argument("--gdb-wait", action="store_true",
+                        help="with --gdb: stop before the first instruction until gdb continues")
 
 
 def build_minikvm_parser() -> argparse.ArgumentParser:
@@ -171,6 +218,11 @@ def _read_image(path: Path) -> bytes:
     if path.is_dir():
         raise UsageError(f"{path}: is a directory, not a guest image")
     try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise UsageError(f"{path}: is not a regular file (a device or a pipe cannot be a guest image)")
+        if info.st_size > layout.MAX_MEMORY:
+            raise UsageError(f"{path}: is {format_size(info.st_size)}, larger than any guest's memory")
         data = path.read_bytes()
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
@@ -223,6 +275,13 @@ def build_specs(args: argparse.Namespace, mode: Mode | None) -> list:
     from .boot.select import is_multiboot
     from .machine import GuestSpec
 
+    if args.quiet and args.verbose:
+        raise UsageError("--quiet and --verbose contradict each other: choose one")
+    if args.symbols is not None:
+        from .debug.symbols import SymbolTable
+
+        SymbolTable.from_elf(args.symbols)  # a missing or broken file is a usage error now, not mid-report
+
     resolved = [resolve_guest(arg, mode) for arg in args.guests]
     names = _unique([name for name, _, _ in resolved])
     specs = []
@@ -259,6 +318,7 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
     from .debug.explain import explain
     from .debug.report import stop_line
     from .debug.stats import stats_report
+    from .debug.trace import trace_lines
     from .devices.input import InputBuffer
     from .kvm.system import Kvm
     from .machine import Machine, MachineConfig, RunResult, run_machines
@@ -287,7 +347,9 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
         except OSError as err:
             raise UsageError(f"--log-dir {args.log_dir}: {err.strerror}") from None
 
-    choices = [choose(args.accel, spec.mode, spec.interrupts) for spec in specs]
+    if args.gdb_wait and args.gdb is None:
+        raise UsageError("--gdb-wait needs --gdb [HOST:]PORT")
+    choices = [_traceable(choose(args.accel, spec.mode, spec.interrupts), spec, args) for spec in specs]
     with ExitStack() as stack:
         # From here on SIGTERM unwinds like Ctrl-C, so every cleanup below runs.
         stack.callback(signal.signal, signal.SIGTERM, signal.signal(signal.SIGTERM, _sigterm))
@@ -318,6 +380,7 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
         if several:
             say("".join(f"{('[' + s.name + ']'):<16} {s.path} ({m.boot.mode.label}, {m.accel.name})\n"
                         for s, m in zip(specs, machines, strict=True)))
+        _attach_debugging(machines, specs, args, say, stack)
 
         def stop_all(why: str) -> None:
             for machine in machines:
@@ -334,6 +397,9 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
             index = [m.name for m in machines].index(result.name)
             outputs[index].flush()
             lines = [stop_line(result), *explain(machines[index], result, lambda: _symbols_for(specs[index], args))]
+            if args.trace:
+                symbols = _symbols_for(specs[index], args)
+                lines += trace_lines(machines[index], symbols.describe if symbols is not None else None)
             if args.stats:
                 lines += stats_report(result.stats, result.unclaimed)
             text = "".join(f"{line}\n" for line in lines)
@@ -357,6 +423,56 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
         say("".join(held))
         _leave_screens(machines, screens, args, say)
     return exit_status([r.stop for r in results])
+
+
+def _traceable(choice: object, spec: object, args: argparse.Namespace) -> object:
+    """--trace on KVM needs single-stepping, which this host's KVM may not offer in the guest's mode."""
+    if not (args.trace or args.trace_file) or choice.name != "kvm":  # type: ignore[attr-defined]
+        return choice
+    from .accel import Choice
+    from .debug.trace import kvm_debug_support
+
+    if kvm_debug_support(spec.mode).single_step:  # type: ignore[attr-defined]
+        return choice
+    why = f"this host's KVM cannot single-step {spec.mode.label} for --trace"  # type: ignore[attr-defined]
+    if args.accel == "kvm":
+        raise UsageError(f"{why} (use --accel emu or auto)")
+    return Choice("emu", f"{why}; using the software CPU")
+
+
+def _attach_debugging(machines: list, specs: list, args: argparse.Namespace, say: Callable[[str], None],
+                      stack: ExitStack) -> None:
+    """--trace, --trace-file, --gdb: execution control on every machine's run loop, and the gdb stub."""
+    if not (args.trace or args.trace_file or args.gdb):
+        return
+    from .debug.gdbstub import GdbServer, GuestControl
+    from .debug.trace import InstructionTrace
+
+    controls = []
+    for index, machine in enumerate(machines):
+        trace = None
+        if args.trace or args.trace_file:
+            file = None
+            if args.trace_file is not None:
+                path = args.trace_file
+                if len(machines) > 1:
+                    path = path.with_name(f"{machine.name}-{path.name}")
+                try:
+                    file = stack.enter_context(open(path, "w", encoding="utf-8"))  # noqa: SIM115
+                except OSError as err:
+                    raise UsageError(f"--trace-file {path}: {err.strerror}") from None
+            symbols = _symbols_for(specs[index], args)
+            trace = InstructionTrace(args.trace or 0, file, symbols.describe if symbols else None)  # type: ignore[attr-defined]
+        control = GuestControl(machine, index + 1, trace=trace, wait=args.gdb_wait,
+                               note=lambda text, n=machine.name: say(f"minikvm: {n}: {text}\n"))
+        machine.loop.debugger = control
+        controls.append(control)
+    if args.gdb is not None:
+        server = GdbServer(controls, *args.gdb)
+        stack.callback(server.close)
+        server.start()
+        waiting = "the guests wait for gdb to continue" if args.gdb_wait else "the guests run"
+        say(f"minikvm: gdb stub on {server.where} ({waiting}): gdb -ex 'target remote {server.where}'\n")
 
 
 def _symbols_for(spec: object, args: argparse.Namespace) -> object:

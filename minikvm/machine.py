@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # the software CPU pulls in Unicorn: import it only where it 
 # cannot see; just below 4 GiB, far above any RAM a guest here gets.
 KVM_TSS_ADDR = 0xFFFBD000
 _KICK_SIGNAL = signal.SIGUSR1
+_EOF_SILENCE = 2.0  # silence after the end of input that means an interrupt-driven guest waits for more
 _POLL_SECONDS = 0.05  # how often a halted in-kernel-irqchip vCPU is checked for HLT with IF=0
 KVM_PIT_SPEAKER_DUMMY = 1  # KVM_CREATE_PIT2 flag: KVM also answers the speaker port 0x61
 
@@ -177,6 +178,8 @@ class Machine:
         self._thread_ident: int | None = None
         self.accel = accel
         self.input = input
+        self.last_output = 0.0
+        self._eof_since: float | None = None
         self.memory = GuestMemory([(0, config.guest.memory)])
         try:
             self._build(accel, input)
@@ -223,7 +226,7 @@ class Machine:
                    f"CR4={state.cr4:#x} EFER={state.efer:#x}")
 
     def _attach_devices(self, input: InputBuffer | None) -> None:
-        stop, out, grace = self.loop.request_stop, self.output, self.config.input_grace
+        stop, out, grace = self.loop.request_stop, self._output_and_note, self.config.input_grace
         bus = self.ports
         uart_irq = self._attach_interrupts(bus) if self.config.guest.interrupts else None
         self.uart = Uart16550(out, input=input, irq=uart_irq, eof=EofWatch(grace), stop=stop)
@@ -294,10 +297,30 @@ class Machine:
             return None
         return read_screen(self.memory.read, self.vga)
 
+    def _output_and_note(self, data: bytes) -> None:
+        self.last_output = time.monotonic()
+        self.output(data)
+
     def poll(self) -> None:
         """Called every few tens of milliseconds from the thread that runs the machines."""
         if self.in_kernel_irqchip:
             self._kick()
+        self._check_input_exhausted()
+
+    def _check_input_exhausted(self) -> None:
+        """An interrupt-driven guest waiting for input after the end of input never polls, so the
+        UART's own check cannot see it: it is the one that takes UART input, the input has ended,
+        and it has been silent since for a while."""
+        if self.input is None or not self.input.at_eof or not self.uart.state().wants_input:
+            self._eof_since = None
+            return
+        now = time.monotonic()
+        if self._eof_since is None:
+            self._eof_since = now
+        quiet = max(_EOF_SILENCE, 4 * self.config.input_grace)
+        if now - max(self._eof_since, self.last_output) >= quiet:
+            self.request_stop(StopReason(StopKind.INPUT_EOF, "waiting for input after end of input (the guest "
+                                         f"takes UART input and has been silent for {quiet:g} s since it ended)"))
 
     # --- running -------------------------------------------------------------
 
@@ -322,6 +345,9 @@ class Machine:
             except MinikvmError as err:  # KvmError, or the software CPU's EmuError
                 stop = StopReason(StopKind.ACCEL_ERROR, f"accelerator failure: {err}")
             wall = time.perf_counter() - started
+            deliverer = getattr(self.vcpu, "deliverer", None)  # the software CPU delivers (and counts) them
+            if deliverer is not None:
+                self.stats.interrupts = Counter(deliverer.delivered)
             stop, snapshot = self._snapshot(stop)
         finally:
             if self.loop.debugger is not None:  # a trace settles its last instruction, gdb hears of the end

@@ -48,6 +48,7 @@ class ExitStats:
     by_reason: Counter[str] = field(default_factory=Counter)
     by_port: Counter[tuple[int, str]] = field(default_factory=Counter)  # (port, "in"|"out")
     coalesced: int = 0  # writes KVM buffered without an exit
+    interrupts: Counter[int] | None = None  # vector → deliveries, where the accelerator lets us see them
     guest_seconds: float = 0.0
     vmm_seconds: float = 0.0
 

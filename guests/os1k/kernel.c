@@ -16,6 +16,8 @@
 #define PTE_U 4u
 #define COM1 0x3F8
 #define HZ 100
+/* Exceptions for which the CPU pushes an error code: 8, 10-14, 17, 21, 29, 30. */
+#define ERROR_CODE_VECTORS (1u << 8 | 0x1Fu << 10 | 1u << 17 | 1u << 21 | 1u << 29 | 1u << 30)
 
 struct frame {                      /* built by alltraps in entry.S */
     u32 edi, esi, ebp, esp0, ebx, edx, ecx, eax, es, ds, vec, err;
@@ -64,6 +66,10 @@ static inline void lcr3(u32 pa) { asm volatile("mov %0, %%cr3" : : "r"(pa) : "me
 static void kputc(int c, void *unused)
 {
     (void)unused;
+#ifdef HYPERCALL_CONSOLE            /* the original Mini-KVM ABI: PUTCHAR (AL=1, BL=byte) */
+    asm volatile("outb %%al, %%dx" : : "a"(1), "b"(c), "d"(0x500));
+    return;
+#endif
     while (!(inb(COM1 + 5) & 0x20)) /* LSR.THRE: room for one more byte */
         ;
     outb(COM1, (u8)c);
@@ -85,7 +91,7 @@ static void wake_all(int state)
 }
 
 /* Move what the UART holds into rx[] while it has room; what does not fit
- * stays in the UART's FIFO until getchar makes room and calls this again.
+ * waits in the UART until getchar makes room and calls this again.
  * A CR LF pair counts as one line end, whatever sends it. */
 static void uart_receive(void)
 {
@@ -122,8 +128,8 @@ static void switch_to(struct proc *p)
 {
     struct proc *old = cur;
     cur = p;
-    if (old->state == P_DYING)      /* off its kernel stack now: the slot may be reused */
-        old->state = P_UNUSED;
+    if (old->state == P_DYING)      /* swtch below leaves its stack; with interrupts off */
+        old->state = P_UNUSED;      /* nothing can reuse the slot before that */
     tss[1] = (u32)kstacks[p->slot] + 4096; /* ESP0: where ring 3 traps land */
     lcr3(V2P(p->pd));
     if (p != old)
@@ -235,14 +241,18 @@ static void exit_proc(void)
 
 static u32 rcr2(void) { u32 v; asm volatile("mov %%cr2, %0" : "=r"(v)); return v; }
 
-/* "page fault writing 0x00000000", or the exception's name and error code. */
+/* "page fault writing 0x00000000", or the exception's name and error code.
+ * 32-bit paging without NX sets no fetch bit in the error code: a fault
+ * at the instruction pointer itself is the fetch. */
 static void describe(struct frame *f)
 {
     if (f->vec == 14)
-        kprintf("page fault %s 0x%08x", f->err & 16 ? "executing" : f->err & 2 ? "writing" : "reading",
-                rcr2());
-    else
+        kprintf("page fault %s 0x%08x", f->err & 16 || rcr2() == f->eip ? "executing" : f->err & 2 ? "writing"
+                : "reading", rcr2());
+    else if (ERROR_CODE_VECTORS >> f->vec & 1)
         kprintf("%s (error code 0x%x)", exc_names[f->vec], f->err);
+    else
+        kprintf("%s", exc_names[f->vec]);
 }
 
 /* A fault in ring 0 is a kernel bug: say everything we know, then stop the
@@ -254,6 +264,7 @@ static void panic(struct frame *f)
     describe(f);
     kprintf(" in pid %d (%s), cr2 0x%08x\n", cur->pid, cur->name, rcr2());
     kprintf("[os] eax %08x ebx %08x ecx %08x edx %08x\n", f->eax, f->ebx, f->ecx, f->edx);
+    /* A ring-0 trap pushes no ESP: the interrupted stack ends where the frame does. */
     kprintf("[os] esi %08x edi %08x ebp %08x esp %08x\n", f->esi, f->edi, f->ebp, (u32)&f->esp);
     kprintf("[os] cs %04x ds %04x es %04x eflags %08x\n[os] system halted\n", f->cs, f->ds, f->es, f->eflags);
     for (;;)
@@ -432,7 +443,8 @@ static void tables_init(void)
 
 /* Our own page tables: only the higher half (0x80000000 -> physical 0-4 MiB),
  * so a kernel NULL pointer faults; every process directory shares kpt.
- * Then every page above the kernel image joins the free list. */
+ * Then every page above the kernel image joins the free list, except the
+ * PC's legacy hole at 640 KiB-1 MiB (VGA memory and ROMs, not RAM). */
 static void paging_init(void)
 {
     for (u32 i = 0; i < 1024; i++)
@@ -440,7 +452,8 @@ static void paging_init(void)
     kpd[KBASE >> 22] = V2P(kpt) | PTE_P | PTE_W;
     lcr3(V2P(kpd));
     for (u32 pa = (V2P(_end) + 4095) & ~4095u; pa < RAM_END; pa += 4096)
-        pfree(pa);
+        if (pa < 0xA0000 || pa >= 0x100000)
+            pfree(pa);
 }
 
 /* 8259A pair: IRQs 0-15 to vectors 0x20-0x2F, away from the CPU's
@@ -462,11 +475,13 @@ static void pic_pit_init(void)
 
 void kmain(void)
 {
+    /* The FIFOs stay off (16450 mode): switching them on clears the receiver,
+     * losing input that is already waiting (typed or piped ahead of boot),
+     * and a console is served well enough one byte per interrupt. */
     outb(COM1 + 3, 0x80);           /* DLAB: divisor 1 = 115200 baud */
     outb(COM1, 1);
     outb(COM1 + 1, 0);
     outb(COM1 + 3, 0x03);           /* 8 data bits, no parity, 1 stop bit */
-    outb(COM1 + 2, 0x07);           /* FIFOs on and cleared, interrupt at 1 byte */
     outb(COM1 + 4, 0x0B);           /* DTR, RTS, and OUT2: on a PC it gates IRQ 4 */
     kprintf("\n[os] 1K OS booting: kernel at 0x%08x-0x%08x, physical 0x%x-0x%x\n", (u32)_start,
             (u32)_end, V2P(_start), V2P(_end));

@@ -11,6 +11,7 @@ static void start(void (*main)(void))
     exit();
 }
 
+/* A command's program: 1-9 are the menu's entries; any program by its name. */
 static int find(const char *name)
 {
     if (name[0] >= '1' && name[0] <= '9' && !name[1])
@@ -32,6 +33,8 @@ static void menu(void)
     printf("\n'name &' runs in the background, 'wait' waits for those, 'help' shows this menu\n");
 }
 
+/* Runs each command as a child process and waits for it, unless the line
+ * ends in '&'; 0 powers the machine off. */
 static void shell(void)
 {
     char line[64];
@@ -225,8 +228,8 @@ static void uptime_main(void)
  * interleave only because the timer interrupt preempts them. */
 static void spinner(void)
 {
-    for (int round = 1; round <= 6; round++) {
-        u32 until = uptime() + 5;
+    for (int round = 1; round <= 8; round++) {
+        u32 until = uptime() + 10;
         for (volatile u32 x = 0; uptime() < until;)
             for (int i = 0; i < 10000; i++)
                 x++;
@@ -264,9 +267,9 @@ static void peek(void)              /* the shell (slot 0) maps this stack; we do
 
 static void div0(void)
 {
-    volatile int zero = 0;
+    volatile int dividend = 42, zero = 0; /* volatile: GCC may not fold a division it sees is by 0 */
     printf("div0: dividing by zero\n");
-    printf("div0: got %d?!\n", 1 / zero);
+    printf("div0: got %d?!\n", dividend / zero);
 }
 
 static void priv(void)

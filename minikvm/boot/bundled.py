@@ -34,9 +34,10 @@ BUNDLED = [
     BundledGuest("hello_pm", Mode.PROTECTED, "hello from 32-bit protected mode through the UART"),
     BundledGuest("hello_64", Mode.LONG, "hello from 64-bit long mode"),
     BundledGuest("primes_64", Mode.LONG, "a prime sieve in a ring-3 task: KVM's native speed"),
+    BundledGuest("os1k", Mode.PAGING, "the 1K OS: ring 3, system calls, preemption, a shell and 20 programs"),
 ]
 
-DEFAULT_GUEST = "hello"
+DEFAULT_GUEST = "os1k"
 
 
 class UnknownGuestError(MinikvmError):

@@ -59,8 +59,9 @@ def load_flat(mem: GuestMemory, image: bytes, mode: Mode, path: str, load: int |
     ram = mem.size
     if mode is Mode.REAL:
         _check_fits(path, image, load, ram, f"{ram // 1024} KiB of guest RAM")
-        if entry >= 0x100000:
-            raise ImageError(path, f"entry {entry:#x} is beyond real mode's 1 MiB reach")
+        if entry >= min(0x100000, ram):
+            raise ImageError(path, f"entry {entry:#x} is outside guest RAM and real mode's 1 MiB reach "
+                             f"({ram // 1024} KiB of RAM)")
         mem.write(load, image)
         # CS:IP reaching `entry`: a 64 KiB-aligned segment keeps IP small and simple.
         segment = (entry >> 4) & 0xF000
@@ -71,6 +72,8 @@ def load_flat(mem: GuestMemory, image: bytes, mode: Mode, path: str, load: int |
             raise ImageError(path, f"load address {load:#x} overlaps the GDT/IDT at "
                              f"{layout.GDT_BASE:#x}-{tables_end:#x}")
         _check_fits(path, image, load, ram, f"{ram // 1024} KiB of guest RAM")
+        if entry >= ram:
+            raise ImageError(path, f"entry {entry:#x} is outside guest RAM ({ram // 1024} KiB; paging is off)")
         gdt = abi_gdt()
         mem.write(layout.GDT_BASE, gdt)
         mem.fill(layout.IDT_BASE, layout.IDT32_LIMIT + 1)
@@ -83,6 +86,8 @@ def load_flat(mem: GuestMemory, image: bytes, mode: Mode, path: str, load: int |
         idt_base = (ram - PAGE_4K) & ~(PAGE_4K - 1)
         tables_base = idt_base - long_mode_tables_size(ram)
         _check_fits(path, image, load, tables_base, "the page tables at the top of guest RAM")
+        if entry >= ram:
+            raise ImageError(path, f"entry {entry:#x} is not mapped: RAM ({ram // 1024} KiB) is identity-mapped")
         gdt = abi_gdt(FLAGS_64BIT_CODE)
         mem.write(layout.GDT_BASE, gdt)
         mem.fill(idt_base, layout.IDT64_LIMIT + 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from ..arch.x86.exceptions import vector_name
 from ..runloop import ExitStats
 
 
@@ -16,6 +17,9 @@ def stats_report(stats: ExitStats, unclaimed: Counter[tuple[int, str]] | None = 
         lines.append("port I/O exits:")
         for (port, direction), count in sorted(stats.by_port.items()):
             lines.append(f"  {port:#06x} {direction:<3} {count}")
+    if stats.interrupts:
+        lines.append("interrupts and exceptions delivered (vector: count):")
+        lines.append("  " + ", ".join(f"{vector_name(v)} {n}" for v, n in sorted(stats.interrupts.items())))
     if unclaimed:
         lines.append("unclaimed ports (no device):")
         for (port, direction), count in sorted(unclaimed.items()):

@@ -28,6 +28,8 @@ class SymbolTable:
         from elftools.elf.elffile import ELFFile
 
         symbols: dict[int, str] = {}
+        if not path.is_file():
+            raise SymbolsError(str(path), "no such file")
         try:
             with path.open("rb") as stream:
                 elf = ELFFile(stream)
@@ -40,7 +42,7 @@ class SymbolTable:
                     if symbol.name and defined and kind in ("STT_FUNC", "STT_NOTYPE", "STT_OBJECT"):
                         symbols.setdefault(symbol["st_value"], symbol.name)
         except (OSError, ELFError) as err:
-            raise SymbolsError(str(path), f"cannot read symbols: {err}") from None
+            raise SymbolsError(str(path), f"is not a readable ELF file ({err})") from None
         return cls(symbols)
 
     @classmethod

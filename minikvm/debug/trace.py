@@ -74,12 +74,21 @@ class InstructionTrace:
         self._pending = (pc, code, bits, names, values)
 
     def finish(self, names: Sequence[str] | None, values: Sequence[int] | None, include_pending: bool,
-               note: str = "") -> None:
-        """The run ended: the pending instruction counts when the guest stopped on it."""
+               note: str = "", ended: str = "") -> None:
+        """The run ended: the pending instruction counts when the guest stopped on it.
+        `ended` closes the file: how the run ended."""
         if self._pending is not None and include_pending:
             self._complete(names, values, note)
         self._pending = None
+        if self.file is not None and ended:
+            self.file.write(f"  … {ended}\n")
         self.flush()
+
+    def annotate(self, pc: int, note: str) -> None:
+        """Note why the run ended on the last traced instruction, when it is the one at `pc`."""
+        last = self.ring[-1] if self.ring else None
+        if isinstance(last, TracedInstruction) and last.pc == pc and not last.note:
+            last.note = note
 
     def drop_pending(self) -> None:
         """The begun instruction will not run as begun (the trace pauses here)."""
@@ -130,20 +139,23 @@ class InstructionTrace:
 
     def format(self, entry: TracedInstruction) -> str:
         width = 16 if entry.pc > 0xFFFFFFFF else 8
-        raw = entry.code[:_BYTES_SHOWN].hex(" ") + ("…" if len(entry.code) > _BYTES_SHOWN else "")
+        text, size = self._disassemble(entry)
+        code = entry.code[:size] if size else entry.code[:1]
+        raw = code[:_BYTES_SHOWN].hex(" ") + ("…" if len(code) > _BYTES_SHOWN else "")
         where = f"{entry.pc:0{width}x}"
-        symbol = self.describe(entry.pc) if self.describe is not None else None
-        if symbol:
-            where += f" <{symbol}>"
+        if self.describe is not None:
+            symbol = self.describe(entry.pc)
+            where += f" {'<' + symbol + '>' if symbol else '':<20}"
         changes = " ".join(f"{self._name(n, entry.bits)}={v:#x}" for n, v in entry.changes if n != "rip")
-        line = f"{where}  {raw:<24} {self._disassemble(entry):<30} {changes}".rstrip()
+        line = f"{where}  {raw:<24} {text:<30} {changes}".rstrip()
         return f"{line}  ({entry.note})" if entry.note else line
 
     @staticmethod
     def _name(name: str, bits: int) -> str:
         return name if bits == 64 else _NARROW.get(name, name)
 
-    def _disassemble(self, entry: TracedInstruction) -> str:
+    def _disassemble(self, entry: TracedInstruction) -> tuple[str, int]:
+        """The instruction's text and length (the accelerator may have handed over more bytes)."""
         engine = self._engines.get(entry.bits)
         if engine is None:
             import capstone
@@ -151,8 +163,8 @@ class InstructionTrace:
             mode = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}[entry.bits]
             engine = self._engines[entry.bits] = capstone.Cs(capstone.CS_ARCH_X86, mode)
         for insn in engine.disasm(entry.code, entry.pc, 1):  # type: ignore[attr-defined]
-            return f"{insn.mnemonic} {insn.op_str}".strip()
-        return "(does not decode)"
+            return f"{insn.mnemonic} {insn.op_str}".strip(), insn.size
+        return "(does not decode)", 0
 
 
 def trace_lines(machine: Machine, describe: Callable[[int], str | None] | None = None) -> list[str]:
@@ -294,11 +306,14 @@ def kvm_steps_at_cpl3(long_mode: bool) -> bool:
 def debug_support_lines() -> list[str]:
     """For `minikvm host`: the debugger features per mode, measured now."""
     lines = []
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
     for mode in (Mode.REAL, Mode.PROTECTED, Mode.LONG):
         s = kvm_debug_support(mode)
-        lines.append(f"  debugging {mode.label:<33} single-step {'yes' if s.single_step else 'no'}, "
-                     f"breakpoints {'yes' if s.breakpoints else 'no'}, watchpoints {'yes' if s.watchpoints else 'no'}")
+        lines.append(f"  {'debugging ' + mode.label:<44} single-step {yes(s.single_step)}, "
+                     f"breakpoints {yes(s.breakpoints)}, watchpoints {yes(s.watchpoints)}")
     for long_mode in (False, True):
-        label = "single-step at CPL3, " + ("64-bit" if long_mode else "32-bit")
-        lines.append(f"  {label:<44} {'yes' if kvm_steps_at_cpl3(long_mode) else 'no (the guest would triple-fault)'}")
+        label = f"single-step at CPL3, {'64' if long_mode else '32'}-bit"
+        lines.append(f"  {label:<44} {yes(kvm_steps_at_cpl3(long_mode))}")
     return lines

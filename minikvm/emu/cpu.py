@@ -50,6 +50,7 @@ from .guestmem import GuestView, VirtualAccessFault
 from .registers import RegisterFile
 
 _SLICE_SECONDS = 0.05  # the longest run without looking at stop requests
+_MASKED_IRQ_SLICE = 0.0002  # how soon to look again while an IRQ waits for the guest to set IF
 _SEGMENT_IDS = {"cs": x86.UC_X86_REG_CS, "ds": x86.UC_X86_REG_DS, "es": x86.UC_X86_REG_ES,
                 "fs": x86.UC_X86_REG_FS, "gs": x86.UC_X86_REG_GS, "ss": x86.UC_X86_REG_SS}
 _UNREACHABLE = 0xFFFF_FFFF_FFFF_FFFF
@@ -148,6 +149,9 @@ class EmuVcpu:
         self._skip_at: int | None = None
         self._debug_stopping = False
         self.debug_hit: tuple[object, str] | None = None  # (tag, kind) of the watchpoint behind the last DebugExit
+        # emu_start calls so far: a stop between a code hook and its instruction makes the next
+        # start hook that instruction again, which a trace must not count twice.
+        self.starts = 0
 
     # --- state -------------------------------------------------------------------
 
@@ -280,10 +284,14 @@ class EmuVcpu:
             deadline = self.timer.next_deadline() if self.timer is not None else None
             if deadline is not None:
                 slice_end = min(slice_end, deadline)
+            if self._interrupt_ready():
+                # An IRQ waits for IF=1: look again soon rather than at the end of a long slice.
+                slice_end = min(slice_end, time.monotonic() + _MASKED_IRQ_SLICE)
             timeout_us = max(int((slice_end - time.monotonic()) * 1e6), 100)
             # Unicorn never clears RF after an IRET (a real CPU does, after one instruction);
             # a slice boundary is the closest point to do it.
             regs.flags &= ~RFLAGS_RF
+            self.starts += 1
             try:
                 uc.emu_start(self._begin_address(), _UNREACHABLE, timeout=timeout_us)
             except UcError as err:
@@ -395,9 +403,25 @@ class EmuVcpu:
         # `int $13` is indistinguishable here and is treated as the exception.
         if vector in (3, 4) or vector >= 32:
             event = Event(vector, software=True)
+            if self._irq_before_software_interrupt(vector):
+                return
         else:
             event = Event(vector, self._error_code(vector))
         self._deliver(event)
+
+    def _irq_before_software_interrupt(self, vector: int) -> bool:
+        """A pending IRQ with IF=1 is taken at the boundary before the INT, as the CPU would.
+
+        Without this a guest that makes system calls often never shows the run loop an IF=1
+        boundary (each INT restarts emulation inside its handler, where IF=0), and its timer
+        and keyboard interrupts starve. The INT is rewound and runs again after the IRQ."""
+        regs = self.regs
+        if regs is None or not regs.flags & RFLAGS_IF or not self._interrupt_ready():
+            return False
+        regs.ip -= self.deliverer._software_interrupt_length(vector)
+        assert self.interrupts is not None
+        self._deliver(Event(self.interrupts.acknowledge(), external=True))
+        return True
 
     def _on_invalid(self, uc: Uc, _: object) -> bool:
         self._deliver(Event(6))

@@ -12,6 +12,7 @@ in `chain` so a stop report can say what happened.
 from __future__ import annotations
 
 import struct
+from collections import Counter
 from dataclasses import dataclass
 
 from unicorn import Uc, UcError
@@ -108,6 +109,7 @@ class Deliverer:
         self.regs = regs
         self.view = view
         self.chain: list[ChainLink] = []
+        self.delivered: Counter[int] = Counter()  # vector → how many times, for --stats
 
     def deliver(self, event: Event) -> bool:
         """Deliver `event` and anything it turns into. False means a triple fault (shutdown)."""
@@ -136,6 +138,7 @@ class Deliverer:
                 current = nxt
                 continue
             self.chain.append(ChainLink(current, rip, f"delivered to {target}", cr2))
+            self.delivered[current.vector] += 1
             del self.chain[:-32]  # a long-running guest takes many interrupts: keep the recent ones
             reset_old_exception(self.uc)
             return True

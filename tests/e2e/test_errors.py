@@ -18,8 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from .support import PAGING_HELLO, PAGING_HELLO_OUTPUT, command, describe, expected_output, run, stop_lines
+from .support import (
+    PAGING_HELLO,
+    PAGING_HELLO_OUTPUT,
+    bundled_image,
+    command,
+    describe,
+    expected_output,
+    run,
+    stop_lines,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -126,6 +137,64 @@ CASES = {
     "kvm-vmm-no-guest": Bad("kvm-vmm", (), (r"\bguest", r"required|missing|no guest")),
 }
 
+# More bad files, values and combinations (tests/robustness adds these; the files are made in bad_files).
+CASES.update({
+    # files
+    "unreadable-file": Bad("minikvm", ("run", "/proc/self/mem"), (r"/proc/self/mem", r"cannot read|input/output")),
+    "truncated-elf": Bad("minikvm", ("run", "{tmp}/truncated.elf"), (r"{tmp}/truncated\.elf", r"truncated|file")),
+    "elf-for-another-machine": Bad("minikvm", ("run", "{tmp}/arm.elf"),
+                                   (r"{tmp}/arm\.elf", r"not for x86|EM_386|machine|ARM")),
+    "elf-without-multiboot-header": Bad("minikvm", ("run", "{tmp}/plain.elf"), (r"{tmp}/plain\.elf", r"multiboot")),
+    "multiboot-bad-checksum": Bad("minikvm", ("run", "{tmp}/badsum.bin"), (r"{tmp}/badsum\.bin", r"checksum")),
+    "multiboot-unknown-required-flag": Bad("minikvm", ("run", "{tmp}/flag5.bin"),
+                                           (r"{tmp}/flag5\.bin", r"feature bit|flags")),
+    "multiboot-kernel-beyond-memory": Bad("minikvm", ("run", "--memory", "1M", "{tmp}/mb.elf"),
+                                          (r"{tmp}/mb\.elf", r"outside|does not fit|memory"), needs_kvm=True),
+    "multiboot-command-line-too-long": Bad("minikvm", ("run", "--append", "x" * 5000, "{tmp}/mb.elf"),
+                                           (r"command line",), needs_kvm=True),
+    "protected-image-larger-than-memory": Bad("minikvm", ("run", "--mode", "protected", "--memory", "64K",
+                                                          "{tmp}/big.bin"),
+                                              (r"{tmp}/big\.bin", r"does not fit|too (big|large)"), needs_kvm=True),
+    "paging-memory-below-the-page-tables": Bad("minikvm", ("run", "--mode", "paging", "--memory", "64K",
+                                                           "{tmp}/two.bin"), (r"page tables",)),
+    "paging-4m-pages-without-pse": Bad("minikvm", ("run", "--mode", "paging", "--pages", "4m", "--cr4", "0",
+                                                   "{tmp}/two.bin"), (r"PSE",)),
+    "paging-cr0-without-paging": Bad("minikvm", ("run", "--mode", "paging", "--cr0", "0x11", "{tmp}/two.bin"),
+                                     (r"CR0", r"paging|PG")),
+    "protected-entry-outside-ram": Bad("minikvm", ("run", "--mode", "protected", "--entry", "0x10000000",
+                                                   "{tmp}/two.bin"), (r"entry", r"0x10000000"), needs_kvm=True),
+    "real-entry-outside-ram": Bad("minikvm", ("run", "--memory", "64K", "--entry", "0x20000", "{tmp}/two.bin"),
+                                  (r"entry", r"0x20000"), needs_kvm=True),
+    "symbols-missing": Bad("minikvm", ("run", "--symbols", "{tmp}/missing.elf", "hctest"),
+                           (r"{tmp}/missing\.elf", r"no such file|cannot read|missing")),
+    "symbols-not-an-elf": Bad("minikvm", ("run", "--symbols", "{tmp}/two.bin", "hctest"),
+                              (r"{tmp}/two\.bin", r"ELF|symbols")),
+    # values
+    "memory-0x": Bad("minikvm", ("run", "--memory", "0x", "hello"), (r"--memory", r"'0x'")),
+    "memory-fraction": Bad("minikvm", ("run", "--memory", "1.5M", "hello"), (r"--memory", r"1\.5M")),
+    "memory-empty": Bad("minikvm", ("run", "--memory", "", "hello"), (r"--memory",)),
+    "memory-enormous": Bad("minikvm", ("run", "--memory", "99999999999999999999999G", "hello"),
+                           (r"--memory", r"64 ?G")),
+    "load-negative": Bad("minikvm", ("run", "--load", "-0x10", "hello"), (r"--load",)),
+    "load-beyond-64-bits": Bad("minikvm", ("run", "--load", "0x10000000000000000", "hello"),
+                               (r"--load", r"range|0x10000000000000000")),
+    "cr0-zz": Bad("minikvm", ("run", "--cr0", "zz", "hello"), (r"--cr0", r"\bzz\b")),
+    "timeout-nan": Bad("minikvm", ("run", "--timeout", "nan", "hello"), (r"--timeout", r"\bnan\b")),
+    "timeout-infinite": Bad("minikvm", ("run", "--timeout", "inf", "hello"), (r"--timeout", r"\binf\b")),
+    "timeout-overflow": Bad("minikvm", ("run", "--timeout", "1e999", "hello"), (r"--timeout", r"1e999")),
+    "input-grace-abc": Bad("minikvm", ("run", "--input-grace", "abc", "hello"), (r"--input-grace", r"\babc\b")),
+    "pages-8k": Bad("minikvm", ("run", "--pages", "8k", "hello"), (r"--pages", r"\b8k\b")),
+    "vga-maybe": Bad("minikvm", ("run", "--vga", "maybe", "hello"), (r"--vga", r"\bmaybe\b")),
+    "gdb-negative-port": Bad("minikvm", ("run", "--gdb", "localhost:-1", "hello"), (r"--gdb", r"localhost:-1")),
+    "gdb-port-out-of-range": Bad("minikvm", ("run", "--gdb", "65536", "hello"), (r"--gdb", r"65536")),
+    "gdb-not-an-address": Bad("minikvm", ("run", "--gdb", "127.0.0.1:port", "hello"), (r"--gdb", r"port")),
+    "log-dir-where-nothing-can-be-made": Bad("minikvm", ("run", "--log-dir", "/proc/minikvm-logs", "hello"),
+                                             (r"--log-dir", r"/proc/minikvm-logs")),
+    "unknown-command": Bad("minikvm", ("frobnicate",), (r"frobnicate",)),
+    # conflicting options
+    "quiet-and-verbose": Bad("minikvm", ("run", "--quiet", "--verbose", "hello"), (r"--quiet", r"--verbose")),
+})
+
 
 @pytest.fixture
 def bad_files(tmp_path: Path) -> Path:
@@ -135,7 +204,34 @@ def bad_files(tmp_path: Path) -> Path:
     (tmp_path / "two.bin").write_bytes(b"\xf4\xf4")  # hlt; hlt
     (tmp_path / "adir").mkdir()
     (tmp_path / "afile").write_text("not a directory\n")
+    write_bad_kernels(tmp_path)
     return tmp_path
+
+
+MB_MAGIC = 0x1BADB002
+
+
+def write_bad_kernels(directory: Path) -> None:
+    """Broken ELF and Multiboot files, made from the bundled Multiboot kernels (guests/build)."""
+    elf = bundled_image("mb_hello", ".elf").read_bytes()
+    kludge = bundled_image("mb_kludge").read_bytes()
+    (directory / "mb.elf").write_bytes(elf)  # linked at 1 MiB
+    header = elf.find(MB_MAGIC.to_bytes(4, "little"))
+    assert header >= 0, "mb_hello.elf has no Multiboot header"
+    (directory / "truncated.elf").write_bytes(elf[:header + 48])  # the header, then the segments cut off
+    arm = bytearray(elf)
+    arm[18:20] = (40).to_bytes(2, "little")  # e_machine = EM_ARM
+    (directory / "arm.elf").write_bytes(bytes(arm))
+    (directory / "plain.elf").write_bytes(bundled_image("hello_64", ".elf").read_bytes())
+    at = kludge.find(MB_MAGIC.to_bytes(4, "little"))
+    assert at >= 0, "mb_kludge.bin has no Multiboot header"
+    badsum = bytearray(kludge)
+    badsum[at + 8] ^= 0xFF  # the checksum
+    (directory / "badsum.bin").write_bytes(bytes(badsum))
+    flags = int.from_bytes(kludge[at + 4:at + 8], "little") | (1 << 5)  # a requirement nobody defines
+    flag5 = bytearray(kludge)
+    flag5[at + 4:at + 12] = flags.to_bytes(4, "little") + (-(MB_MAGIC + flags) & 0xFFFFFFFF).to_bytes(4, "little")
+    (directory / "flag5.bin").write_bytes(bytes(flag5))
 
 
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
@@ -260,3 +356,104 @@ def test_dev_kvm_not_accessible(mount_namespace: list[str], tmp_path: Path, mode
         assert joins and joins[3] == group, f"the advice should name group '{group}': {line}"
     else:
         assert not joins, f"joining group '{group}' cannot help with a mode {mode:o} device: {line}"
+
+
+# --- files that never end, and files that block -----------------------------------------------------
+
+
+def test_an_endless_device_as_the_guest_is_refused() -> None:
+    """`minikvm run /dev/zero`: not a guest image; reading it to the end would take all memory.
+    (The address space is limited here so that a minikvm that tries fails fast instead of swapping.)"""
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY))
+
+    proc = run("minikvm", "run", "/dev/zero", preexec_fn=limited)
+    assert_usage_error(proc, [r"/dev/zero", r"not a (regular )?file|device|too (big|large)|does not fit"])
+
+
+def test_a_named_pipe_as_the_guest_is_refused(tmp_path: Path) -> None:
+    """A FIFO nobody writes to: minikvm must say so, not wait forever in open()."""
+    fifo = tmp_path / "guest.fifo"
+    os.mkfifo(fifo)
+    try:
+        proc = run("minikvm", "run", str(fifo), timeout=15)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"minikvm run {fifo} still waits after 15 s")
+    assert_usage_error(proc, [re.escape(str(fifo)), r"not a (regular )?file|pipe|FIFO"])
+
+
+# --- generated bad values and command lines (hypothesis) -----------------------------------------------
+
+JUNK = st.one_of(
+    st.text(alphabet="0123456789abcdefxXkKmMgGtTiIbB.-+_: eE\t", max_size=14),
+    st.integers(-(1 << 70), 1 << 70).map(str),
+    st.integers(0, 1 << 70).map(hex),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["", " ", "0x", "-", "--", "1e999", "nan", "-inf", "4X", "0b101", "1_000", "\u0663",
+                     "4M4", "0x1p3", "127.0.0.1:", ":", "[::1]:99999", "0o17", "1,5"]),
+)
+
+
+def value_options() -> list[str]:
+    """The run options that take a number or an address (from the parser itself: new ones are covered too)."""
+    from minikvm.cli import build_minikvm_parser
+
+    parser = build_minikvm_parser()
+    run_parser = parser._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
+    return [action.option_strings[0] for action in run_parser._actions
+            if action.option_strings and action.nargs is None and callable(action.type)
+            and action.type.__name__.startswith("parse_")]
+
+
+def assert_contract(proc: subprocess.CompletedProcess[bytes], name: str) -> None:
+    """Either a usage error in one line naming the option, or a run that ends with a stop line."""
+    text = describe(proc)
+    assert b"Traceback" not in proc.stdout + proc.stderr, text
+    assert b"internal error" not in proc.stderr, text
+    if proc.returncode == 2:
+        err = proc.stderr.decode(errors="replace")
+        assert err.count("\n") == 1 and err.startswith("minikvm: error: "), text
+        assert name in err or "guest.bin" in err, text
+    else:
+        assert proc.returncode in (0, 1, 124), text
+        assert stop_lines(proc.stderr) or "--quiet" in proc.args, text  # --quiet: stderr stays empty
+
+
+@pytest.fixture(scope="module")
+def hlt_guest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("hypothesis") / "guest.bin"
+    path.write_bytes(b"\xf4")
+    return path
+
+
+@pytest.mark.timeout(240)
+@settings(max_examples=100, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_generated_bad_values(hlt_guest: Path, data: st.DataObject) -> None:
+    name = data.draw(st.sampled_from(value_options()), label="option")
+    value = data.draw(JUNK, label="value")
+    # --timeout first: a value that is accepted (--entry 159, say) may start a guest that never ends.
+    argv = ["run", "--accel", "emu", "--timeout", "2", f"{name}={value}" if data.draw(st.booleans()) else name,
+            str(hlt_guest)]
+    if "=" not in argv[5]:
+        argv.insert(6, value)
+    proc = run("minikvm", *argv, timeout=30)
+    assert_contract(proc, name)
+
+
+TOKENS = ["--mode", "real", "protected", "paging", "long", "unreal", "--memory", "4M", "64K", "0", "--load",
+          "0x1000", "0x7c00", "--entry", "0x80001000", "--cr0", "0x11", "--cr4", "0", "--pages", "4m", "--accel",
+          "emu", "qemu", "--interrupts", "--no-interrupts", "--vga", "off", "--quiet", "--stats", "--input-grace",
+          "0.1", "--append", "x", "--trace", "3", "-v", "--", "-", "hello", "hctest", "hello_pm", "guest.bin",
+          "missing.bin", "--bogus", "=", "--memory=", "--gdb", "0", "1.5", "-1", "0xzz"]
+
+
+@pytest.mark.timeout(240)
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tokens=st.lists(st.sampled_from(TOKENS), max_size=8))
+def test_generated_command_lines(hlt_guest: Path, tokens: list[str]) -> None:
+    """Random token soup after `minikvm run --timeout 2`: one line and status 2, or a run that stops."""
+    proc = run("minikvm", "run", "--timeout", "2", *tokens, cwd=hlt_guest.parent, timeout=30)
+    assert_contract(proc, "")

@@ -55,7 +55,8 @@ EXPECTED = {
 
 
 def test_every_bundled_guest_has_an_expectation() -> None:
-    assert sorted(EXPECTED) == sorted(g.name for g in BUNDLED)
+    # The 1K OS is interactive: test_os1k.py runs its sessions.
+    assert sorted(EXPECTED) == sorted(g.name for g in BUNDLED if g.name != "os1k")
 
 
 @pytest.mark.parametrize("accel", ACCELERATORS)
