@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from .arch.x86.cpustate import apply_to_sregs, is_reset_state, regs_to_kvm
-from .arch.x86.registers import CR0_PG, RFLAGS_IF
+from .arch.x86.registers import CR0_PG, EFER_LMA, RFLAGS_IF
 from .arch.x86.state import BootState, Mode
 from .boot.select import BootRequest, load_guest
 from .devices import layout as ports
@@ -24,7 +24,7 @@ from .devices.hypercall import HypercallPort
 from .devices.input import EofWatch, InputBuffer
 from .devices.irq import IrqLine
 from .devices.legacy import I8042, DebugExit, FastA20, NullDevice
-from .devices.uart import IER_ETBEI, MCR_LOOP, Uart16550
+from .devices.uart import IER_ERBFI, IER_ETBEI, MCR_LOOP, MCR_OUT2, Uart16550
 from .devices.vga import TEXT_BASE, TEXT_WINDOW_END, TextScreen, VgaCrtc, read_screen
 from .errors import MinikvmError
 from .kvm.exits import HltExit, InternalErrorExit, IoExit
@@ -309,9 +309,11 @@ class Machine:
 
     def _check_input_exhausted(self) -> None:
         """An interrupt-driven guest waiting for input after the end of input never polls, so the
-        UART's own check cannot see it: it is the one that takes UART input, the input has ended,
-        and it has been silent since for a while."""
-        if self.input is None or not self.input.at_eof or not self.uart.state().wants_input:
+        UART's own check cannot see it: it has an interrupt controller and the UART's receive
+        interrupt on, the input has ended, and it has been silent since for a while."""
+        uart = self.uart.state()
+        interrupt_driven = self.config.guest.interrupts and uart.ier & IER_ERBFI and uart.mcr & MCR_OUT2
+        if self.input is None or not self.input.at_eof or not interrupt_driven:
             self._eof_since = None
             return
         now = time.monotonic()
@@ -362,7 +364,10 @@ class Machine:
             return stop, None
         regs, sregs = vcpu.get_regs(), vcpu.get_sregs()
         reset = stop.kind is StopKind.TRIPLE_FAULT and is_reset_state(regs, sregs)
-        rip = self._stop_address(stop, regs.rip, sregs.cs.base)
+        # 64-bit code ignores the CS base; otherwise linear addresses wrap at 4 GiB.
+        long_code = bool(sregs.cs.l and sregs.efer & EFER_LMA)
+        cs_base = 0 if long_code else sregs.cs.base
+        rip = self._stop_address(stop, regs.rip, cs_base)
         if not reset:
             stop = replace(stop, rip=rip)
         if stop.clean:
@@ -370,7 +375,7 @@ class Machine:
         exit = self.loop.last_exit
         code = exit.insn_bytes if isinstance(exit, InternalErrorExit) and exit.insn_bytes else None
         if code is None:
-            code = b"" if reset else self._read_code(sregs.cs.base + rip)
+            code = b"" if reset else self._read_code(cs_base + rip if long_code else (cs_base + rip) & 0xFFFFFFFF)
         regs.rip = rip
         return stop, CpuSnapshot(self.boot.mode, regs, sregs, code, reset, list(getattr(self.vcpu, "chain", [])))
 
@@ -397,7 +402,10 @@ class Machine:
             addr = linear + len(data)
             phys = addr
             if sregs is not None and sregs.cr0 & CR0_PG:
-                walk = translate(self.memory.read, sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer, addr, EXECUTE)
+                try:
+                    walk = translate(self.memory.read, sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer, addr, EXECUTE)
+                except ValueError:  # an address the paging mode cannot hold: nothing to read there
+                    break
                 if walk.phys is None:
                     break
                 phys = walk.phys
@@ -426,12 +434,17 @@ class Machine:
         self.memory.close()
 
 
-def _install_kick_handler() -> Callable[[], None]:
-    """A no-op handler for the kick signal, so it interrupts KVM_RUN instead of killing us."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = signal.signal(_KICK_SIGNAL, lambda signum, frame: None)
-    return lambda: signal.signal(_KICK_SIGNAL, previous)
+def _ignore_kick(signum: int, frame: object) -> None:
+    """The kick only has to interrupt KVM_RUN; there is nothing to do when it lands."""
+
+
+def _install_kick_handler() -> None:
+    """A no-op handler for the kick signal, so it interrupts KVM_RUN instead of killing us.
+
+    It stays installed after the run: a kick sent just as a vCPU thread finished may still be
+    delivered later, and with the default action it would kill the process."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(_KICK_SIGNAL, _ignore_kick)
 
 
 def run_machines(machines: list[Machine], timeout: float | None = None,
@@ -441,7 +454,7 @@ def run_machines(machines: list[Machine], timeout: float | None = None,
 
     `on_tick` is called every few tens of milliseconds on this thread (e.g. to redraw a screen).
     """
-    restore = _install_kick_handler()
+    _install_kick_handler()
     results: dict[int, RunResult] = {}
     done = threading.Condition()
 
@@ -484,7 +497,6 @@ def run_machines(machines: list[Machine], timeout: float | None = None,
         for thread in threads:
             if thread.ident is not None:
                 thread.join()
-        restore()
     # A machine whose thread an early Ctrl-C kept from starting never ran: say so, like the others.
     for index, machine in enumerate(machines):
         if index not in results:

@@ -145,8 +145,8 @@ class Explainer:
         bits = bits_for(snap.mode, bool(snap.sregs.cs.db), bool(snap.sregs.cs.l))
         explanation = self._by_kind(snap, bits)
         explanation.notes = notes + explanation.notes
-        explanation.where = context_listing(self._read_linear(snap), snap.regs.rip + snap.sregs.cs.base
-                                            if not snap.sregs.cs.l else snap.regs.rip, bits, self.symbols)
+        rip = snap.regs.rip if snap.sregs.cs.l else (snap.regs.rip + snap.sregs.cs.base) & 0xFFFFFFFF
+        explanation.where = context_listing(self._read_linear(snap), rip, bits, self.symbols)
         explanation.state = register_dump(snap.regs, snap.sregs)
         return explanation
 
@@ -268,7 +268,9 @@ class Explainer:
         operand = insn.operands[0]
         size = operand.size
         names = {1: ("al", "ah", "ax"), 2: ("ax", "dx", "dx:ax"), 4: ("eax", "edx", "edx:eax"),
-                 8: ("rax", "rdx", "rdx:rax")}[size]
+                 8: ("rax", "rdx", "rdx:rax")}.get(size)
+        if names is None:  # not a plain register or memory divisor capstone sized for us
+            return [f"`{insn.text}`: division by zero, or a quotient too large for the destination (#DE)"]
         mask = (1 << (8 * size)) - 1
         if operand.type == capstone.CS_OP_REG:
             name = insn.reg_name(operand.reg)
@@ -452,5 +454,9 @@ def explain(machine: Machine, result: RunResult,
 
     if result.stop.kind not in EXPLAINED:
         return stop_report(result)
-    explanation = Explainer(machine, result, symbols()).explain()
+    try:
+        explanation = Explainer(machine, result, symbols()).explain()
+    except Exception as err:  # a report must never crash the VMM: fall back to the plain one, and say why
+        return [*stop_report(result), f"note: the fault explainer failed on this guest state ({err!r}); "
+                "please report it"]
     return explanation.lines() if explanation is not None else stop_report(result)

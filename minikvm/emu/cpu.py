@@ -45,7 +45,7 @@ from ..arch.x86.walk import Op
 from ..errors import MinikvmError
 from ..kvm import uapi
 from ..kvm.exits import AcceleratorErrorExit, DebugExit, Exit, HltExit, InterruptedExit, IoExit, ShutdownExit
-from .delivery import ChainLink, Deliverer, Event, UnsupportedDelivery
+from .delivery import ChainLink, Deliverer, DeliveryFault, Event, UnsupportedDelivery
 from .guestmem import GuestView, VirtualAccessFault
 from .registers import RegisterFile
 
@@ -462,8 +462,8 @@ class EmuVcpu:
         assert regs is not None
         try:
             code = self.view.read(self.deliverer._code_linear(regs.ip), 15)
-        except VirtualAccessFault:
-            return 0
+        except (VirtualAccessFault, DeliveryFault, UnsupportedDelivery, UcError, ValueError, OverflowError):
+            return 0  # the code is not readable through CS (a broken GDT, say): no selector to report
         mode = {UC_MODE_64: CS_MODE_64, UC_MODE_32: CS_MODE_32, UC_MODE_16: CS_MODE_16}[self.mode]
         engine = Cs(CS_ARCH_X86, mode)
         engine.detail = True

@@ -149,8 +149,8 @@ class Deliverer:
         ip = self.regs.ip
         try:
             before = self.view.read(self._code_linear(ip - 2), 2)
-        except VirtualAccessFault:
-            return 2
+        except (VirtualAccessFault, DeliveryFault, UnsupportedDelivery, UcError, ValueError, OverflowError):
+            return 2  # the code is not readable through CS now (a broken GDT, say): INT imm8 is the usual
         if before[0] == 0xCD and before[1] == vector:
             return 2
         return 1 if before[1] in (0xCC, 0xCE, 0xF1) else 2
@@ -164,10 +164,13 @@ class Deliverer:
     def page_fault_code(self, addr: int, op: Op) -> int:
         """The #PF error code for an access at the current CPL, from a walk of the guest's tables."""
         uc = self.uc
-        walk = translate(lambda a, n: bytes(uc.mem_read(a, n)), uc.reg_read(UC_X86_REG_CR0),
-                         uc.reg_read(UC_X86_REG_CR3), uc.reg_read(UC_X86_REG_CR4), self.regs.efer(), addr,
-                         Access.at_cpl(op, self.regs.cpl))
-        if walk.error_code is not None:
+        try:
+            walk = translate(lambda a, n: bytes(uc.mem_read(a, n)), uc.reg_read(UC_X86_REG_CR0),
+                             uc.reg_read(UC_X86_REG_CR3), uc.reg_read(UC_X86_REG_CR4), self.regs.efer(), addr,
+                             Access.at_cpl(op, self.regs.cpl))
+        except (ValueError, UcError):  # an address the paging mode cannot hold, or tables outside RAM
+            walk = None
+        if walk is not None and walk.error_code is not None:
             return walk.error_code
         # The tables allow it now (a stale TLB entry faulted): a protection fault is the best guess.
         return PF_P | (PF_WR if op is Op.WRITE else 0) | (PF_US if self.regs.cpl == 3 else 0)
@@ -362,6 +365,8 @@ class Deliverer:
         data = bytearray()
         while len(data) < length:
             at = addr + len(data)
+            if at >> (64 if self.regs.long_mode_active() else 32):
+                raise DeliveryFault(GENERAL_PROTECTION, 0, f"{at:#x} is beyond the linear address space")
             walk = translate(lambda a, n: bytes(uc.mem_read(a, n)), uc.reg_read(UC_X86_REG_CR0),
                              uc.reg_read(UC_X86_REG_CR3), uc.reg_read(UC_X86_REG_CR4), self.regs.efer(), at,
                              Access(Op.READ))
