@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test guests bytecode lint bench clean
+.PHONY: run test guests bytecode lint bench soak clean
 
 run: $(STAMP) guests bytecode
 	$(BIN)/minikvm run
@@ -30,6 +30,10 @@ bench: $(STAMP) guests bytecode
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/parallel.py
 	$(BIN)/python bench/emu.py
+
+# The long form of tests/robustness: 30,000 random guests, 1,000 lifecycle cycles per accelerator.
+soak: $(STAMP) guests bytecode
+	$(BIN)/python bench/soak.py
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

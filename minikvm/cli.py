@@ -8,6 +8,7 @@ is one line on stderr and status 2, before any guest starts.
 from __future__ import annotations
 
 import argparse
+import errno
 import io
 import os
 import re
@@ -335,7 +336,10 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
     def say(text: str) -> None:
         if not quiet:
             with mux.lock:
-                stdout.flush()
+                try:
+                    stdout.flush()  # the guests' output first, then our words about it
+                except OSError:
+                    mux.closed = True
                 sys.stderr.write(text)  # on a raw terminal, ONLCR is kept on: "\n" still starts a line
                 sys.stderr.flush()
 
@@ -374,22 +378,17 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
             stack.callback(machine.close)
             machines.append(machine)
             machine.loop.flush_output = outputs[-1].flush
-        # Every image loaded: only now is it worth saying which accelerator each guest got.
-        say("".join(f"minikvm: {spec.name}: {choice.note}\n" for spec, choice in zip(specs, choices, strict=True)
-                    if choice.note))
-        if several:
-            say("".join(f"{('[' + s.name + ']'):<16} {s.path} ({m.boot.mode.label}, {m.accel.name})\n"
-                        for s, m in zip(specs, machines, strict=True)))
         _attach_debugging(machines, specs, args, say, stack)
 
-        def stop_all(why: str) -> None:
+        def stop_all(why: str, kind: StopKind = StopKind.INTERRUPTED) -> None:
             for machine in machines:
-                machine.request_stop(StopReason(StopKind.INTERRUPTED, why))
+                machine.request_stop(StopReason(kind, why))
 
         def quit_all() -> None:
             stop_all("quit (Ctrl-A X)")
 
-        mux.on_closed = lambda: stop_all("stopped: standard output was closed")
+        mux.on_closed = lambda: stop_all(f"stopped: standard output failed ({mux.close_reason})",
+                                         StopKind.OUTPUT_FAILED)
 
         held: list[str] = []  # reports wait while a live VGA view may still repaint the terminal
 
@@ -412,6 +411,12 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
         for buffer in inputs[1:]:
             buffer.close()
         stack.enter_context(Keyboard(inputs[0], quit_all, message=say))
+        # Everything set up: only now is it worth saying which accelerator each guest got.
+        say("".join(f"minikvm: {spec.name}: {choice.note}\n" for spec, choice in zip(specs, choices, strict=True)
+                    if choice.note))
+        if several:
+            say("".join(f"{('[' + s.name + ']'):<16} {s.path} ({m.boot.mode.label}, {m.accel.name})\n"
+                        for s, m in zip(specs, machines, strict=True)))
         screens = _screen_watcher(machines, mux, args, live=not several and not quiet and stdout.isatty())
         stack.callback(screens.finish)
         def tick() -> None:
@@ -543,6 +548,13 @@ def _guarded(action: Callable[[], int]) -> int:
     except KeyboardInterrupt as interrupt:
         sys.stderr.write(f"minikvm: {str(interrupt) or 'interrupted'}\n")
         return 130
+    except OSError as err:
+        if err.errno in (errno.EMFILE, errno.ENFILE):
+            _fail(f"out of file descriptors ({err.strerror}): each guest needs a few; raise the limit "
+                  "(ulimit -n) or run fewer guests")
+        if err.errno == errno.ENOMEM:
+            _fail(f"out of memory ({err.strerror}): give the guests less --memory or run fewer of them")
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -576,6 +588,9 @@ def _exit_with(status: Callable[[], int]) -> NoReturn:
     except BrokenPipeError:
         # The reader of our stdout went away (`minikvm host | head`): not an error worth a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
+    except OSError as err:  # stdout on a full device, say
+        sys.stderr.write(f"minikvm: cannot write the output: {err.strerror or err}\n")
         code = 1
     except Exception as err:  # a bug in minikvm: one line, and the traceback only on request
         if os.environ.get("MINIKVM_DEBUG"):

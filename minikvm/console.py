@@ -43,7 +43,8 @@ class OutputMux:
         self.colour = colour
         self.prefix = prefix
         self.lock = threading.Lock()
-        self.closed = False  # the reader went away (a closed pipe): output is dropped from then on
+        self.closed = False  # the output failed (a closed pipe, a full disk): dropped from then on
+        self.close_reason = ""
         self.on_closed: Callable[[], None] = lambda: None
         self.recent = bytearray()  # the tail of what was written, for a view that repaints the terminal
         self.open_line: GuestOutput | None = None  # whose unfinished line the terminal shows
@@ -146,8 +147,9 @@ class GuestOutput:
                 if flush:
                     mux.stream.flush()
                 self._unflushed = not flush
-            except BrokenPipeError:
+            except OSError as err:  # a closed pipe, a full disk (/dev/full): the output has nowhere to go
                 mux.closed = True
+                mux.close_reason = err.strerror or str(err)
         if mux.closed:
             mux.on_closed()
 
@@ -296,7 +298,7 @@ class VgaView:
             try:
                 self.mux.stream.write(text.encode() + then)
                 self.mux.stream.flush()
-            except BrokenPipeError:
+            except OSError:
                 self.mux.closed = True
 
 

@@ -360,7 +360,7 @@ class Machine:
         """Where the guest stopped, and for abnormal stops the state that shows why."""
         vcpu = self.vcpu
         assert vcpu is not None
-        if stop.kind in (StopKind.TIMEOUT, StopKind.INTERRUPTED):
+        if stop.kind in (StopKind.TIMEOUT, StopKind.INTERRUPTED, StopKind.OUTPUT_FAILED):
             return stop, None
         regs, sregs = vcpu.get_regs(), vcpu.get_sregs()
         reset = stop.kind is StopKind.TRIPLE_FAULT and is_reset_state(regs, sregs)
@@ -386,7 +386,9 @@ class Machine:
             io_rip = getattr(self.vcpu, "io_rip", None)  # the software CPU records it
             if io_rip is not None:
                 return io_rip
-            if io_exit_rip_after_insn():
+            # An IN exits before the instruction completes (the data comes on the next run), so RIP
+            # is still at it; only an OUT may have been completed already (the probe says).
+            if exit.is_write and io_exit_rip_after_insn():
                 return self._out_instruction_before(cs_base + rip) - cs_base
         if isinstance(exit, HltExit) and self._read_code(cs_base + rip - 1, 1) == b"\xf4":
             return rip - 1
@@ -456,6 +458,7 @@ def run_machines(machines: list[Machine], timeout: float | None = None,
     """
     _install_kick_handler()
     results: dict[int, RunResult] = {}
+    failures: list[Exception] = []  # raised by on_result on a vCPU thread, re-raised here
     done = threading.Condition()
 
     def worker(index: int, machine: Machine) -> None:
@@ -468,7 +471,10 @@ def run_machines(machines: list[Machine], timeout: float | None = None,
             results[index] = result
             done.notify_all()
         if on_result is not None:
-            on_result(result)
+            try:
+                on_result(result)
+            except Exception as err:  # a report that cannot be written must not leave a traceback behind
+                failures.append(err)
 
     threads = [threading.Thread(target=worker, args=(i, m), name=f"vcpu-{m.name}", daemon=True)
                for i, m in enumerate(machines)]
@@ -493,6 +499,10 @@ def run_machines(machines: list[Machine], timeout: float | None = None,
         why = str(interrupt) or "interrupted (Ctrl-C)"
         for machine in machines:
             machine.request_stop(StopReason(StopKind.INTERRUPTED, why))
+    except BaseException as err:  # a bug on this thread: the guests must not run on without us
+        for machine in machines:
+            machine.request_stop(StopReason(StopKind.ACCEL_ERROR, f"stopped: internal error {err!r}"))
+        raise
     finally:
         for thread in threads:
             if thread.ident is not None:
@@ -504,4 +514,6 @@ def run_machines(machines: list[Machine], timeout: float | None = None,
                                        machine.stats, 0.0, accel=machine.accel.name)
             if on_result is not None:
                 on_result(results[index])
+    if failures:
+        raise failures[0]
     return [results[i] for i in range(len(machines))]

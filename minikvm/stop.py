@@ -31,6 +31,7 @@ class StopKind(enum.Enum):
     INTERNAL_ERROR = "internal error"
     FAIL_ENTRY = "failed entry"
     ACCEL_ERROR = "accelerator error"
+    OUTPUT_FAILED = "output failed"  # the guest's output had nowhere to go (a closed pipe, a full disk)
     UNHANDLED_EXIT = "unhandled exit"
     TIMEOUT = "timeout"
     INTERRUPTED = "interrupted"
