@@ -299,12 +299,22 @@ class EmuVcpu:
             if self._result is not None or self._stop_requested or self._restart:
                 self._restart = False
                 continue
-            if uc.query(UC_QUERY_TIMEOUT) or self._wake.is_set():
+            if (uc.query(UC_QUERY_TIMEOUT) or self._wake.is_set()) and not self._just_halted():
                 continue  # a timer deadline or an IRQ: service it at the top
             # Unicorn returns by itself only after HLT, with EIP past it.
             if not regs.flags & RFLAGS_IF:
                 return HltExit()
             self._sleep_until_interrupt()
+
+    def _just_halted(self) -> bool:
+        """Did the slice end on a HLT? A timeout or a wake-up can coincide with one, and then the
+        HLT must still count (Unicorn has already moved EIP past it)."""
+        regs = self.regs
+        assert regs is not None
+        try:
+            return self.view.read(self.deliverer._code_linear(regs.ip - 1), 1) == b"\xf4"
+        except (VirtualAccessFault, DeliveryFault, UnsupportedDelivery, UcError, ValueError, OverflowError):
+            return False
 
     def _begin_address(self) -> int:
         """emu_start's begin: a 16-bit engine subtracts CS*16 from it, whatever the CPU mode."""
