@@ -46,8 +46,9 @@ def check(result: dict) -> None:
     assert not result["failures"], result["failures"][:10]
     assert after["fds"] == before["fds"], f"file descriptors {before['fds']} -> {after['fds']}"
     assert after["threads"] == before["threads"], f"Python threads {before['threads']} -> {after['threads']}"
-    # KVM's own worker threads may finish meanwhile (fewer is no leak); more would be.
-    assert after["tasks"] <= before["tasks"], f"kernel threads {before['tasks']} -> {after['tasks']}"
+    # KVM starts and ends worker threads of its own (a PIT or an NX-recovery thread): one or two more or
+    # fewer say nothing; a leak would grow with the number of cycles.
+    assert after["tasks"] <= before["tasks"] + 2, f"kernel threads {before['tasks']} -> {after['tasks']}"
     growth = (after["rss"] - before["rss"]) / before["rss"]
     assert growth <= RSS_TOLERANCE, (f"RSS grew {growth:.1%} over {result['cycles']} cycles "
                                      f"({before['rss'] >> 10} -> {after['rss'] >> 10} KiB)")
