@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import io
 import os
 import re
 import resource
@@ -326,20 +325,28 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
 
     quiet = args.quiet
     several = len(specs) > 1
-    # Our own buffer on fd 1: output is flushed at line ends and pauses, never byte by byte,
-    # whatever PYTHONUNBUFFERED says.
     sys.stdout.flush()
-    stdout = io.BufferedWriter(io.FileIO(sys.stdout.fileno(), "wb", closefd=False), 65536)
-    colour = several and not quiet and stdout.isatty() and "NO_COLOR" not in os.environ
-    mux = OutputMux(stdout, colour=colour, prefix=several and not quiet)
+    labelled = several and not quiet
+    colour = labelled and os.isatty(sys.stdout.fileno()) and "NO_COLOR" not in os.environ
+    mux = OutputMux(sys.stdout.fileno(), colour=colour, prefix=labelled)
+
+    def drain_output(kind: type[BaseException] | None, *exc: object) -> None:
+        """The last thing on every way out: what the guests wrote reaches stdout, unless Ctrl-C says not to wait."""
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            mux.give_up()
+        try:
+            with mux.lock:
+                mux.drain()
+        except KeyboardInterrupt:  # pressed again while a slow reader was waited for
+            mux.give_up()
+            with mux.lock:
+                mux.drain()
+            raise
 
     def say(text: str) -> None:
         if not quiet:
             with mux.lock:
-                try:
-                    stdout.flush()  # the guests' output first, then our words about it
-                except OSError:
-                    mux.closed = True
+                mux.drain()  # the guests' output first, then our words about it
                 sys.stderr.write(text)  # on a raw terminal, ONLCR is kept on: "\n" still starts a line
                 sys.stderr.flush()
 
@@ -355,6 +362,7 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
         raise UsageError("--gdb-wait needs --gdb [HOST:]PORT")
     choices = [_traceable(choose(args.accel, spec.mode, spec.interrupts), spec, args) for spec in specs]
     with ExitStack() as stack:
+        stack.push(drain_output)
         # From here on SIGTERM unwinds like Ctrl-C, so every cleanup below runs.
         stack.callback(signal.signal, signal.SIGTERM, signal.signal(signal.SIGTERM, _sigterm))
         accelerators: dict[str, object] = {}
@@ -385,6 +393,7 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
                 machine.request_stop(StopReason(kind, why))
 
         def quit_all() -> None:
+            mux.give_up()
             stop_all("quit (Ctrl-A X)")
 
         mux.on_closed = lambda: stop_all(f"stopped: standard output failed ({mux.close_reason})",
@@ -417,13 +426,14 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
         if several:
             say("".join(f"{('[' + s.name + ']'):<16} {s.path} ({m.boot.mode.label}, {m.accel.name})\n"
                         for s, m in zip(specs, machines, strict=True)))
-        screens = _screen_watcher(machines, mux, args, live=not several and not quiet and stdout.isatty())
+        screens = _screen_watcher(machines, mux, args, live=not several and not quiet and mux.isatty())
         stack.callback(screens.finish)
         def tick() -> None:
             mux.tick(time.monotonic())
             screens.tick()
 
-        results = run_machines(machines, timeout=args.timeout, on_result=report, on_tick=tick)
+        results = run_machines(machines, timeout=args.timeout, on_result=report, on_tick=tick,
+                               on_interrupt=mux.give_up)
         screens.finish()
         say("".join(held))
         _leave_screens(machines, screens, args, say)

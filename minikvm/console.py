@@ -1,9 +1,10 @@
 """The terminal side: guest output (colours, prefixes, log files) and keyboard input.
 
-Output from several guests is serialised by one lock and attributed with a
-`[name]` prefix at each line start. Input comes from a thread that reads
-stdin into the first guest's InputBuffer; on a tty the terminal is in raw
-mode while guests run and is restored on every way out.
+Output from several guests is serialised by one lock, attributed with a
+`[name]` prefix at each line start, and written by one writer thread, so a
+reader that stops reading never blocks a guest in write(). Input comes from
+a thread that reads stdin into the first guest's InputBuffer; on a tty the
+terminal is in raw mode while guests run and is restored on every way out.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ _RESET = b"\x1b[0m"
 
 RECENT_BYTES = 16384
 PARTIAL_LINE_SECONDS = 0.1  # an unfinished line older than this is shown (several guests)
+# Bytes accepted but not yet written before a guest has to wait: the bound on output memory when the
+# reader is slower than the guests (a pipe into a slow program, nobody reading at all).
+OUTPUT_BACKLOG = 1 << 20
+WRITE_NOW_BYTES = 65536  # queued output written without waiting for a line end or a pause
+GIVE_UP_SECONDS = 1.0  # after Ctrl-C, how long a stuck reader is waited for before its output is dropped
 CTRL_A = 0x01
 CTRL_C = 0x03
 HELP = ("\r\nminikvm keys: Ctrl-A X quit, Ctrl-A H this help, Ctrl-A Ctrl-A send Ctrl-A, "
@@ -36,23 +42,35 @@ def colour_for(index: int) -> bytes:
 
 
 class OutputMux:
-    """All guests' output into one stream, whole chunks at a time."""
+    """All guests' output into one file descriptor, in order, through one writer thread.
 
-    def __init__(self, stream: BinaryIO, colour: bool, prefix: bool) -> None:
-        self.stream = stream
+    Callers queue bytes under `lock`; the writer thread does the write() calls.
+    A reader that stops reading (a full pipe) holds up only the writer: guests
+    wait once OUTPUT_BACKLOG bytes are queued, and `give_up` (Ctrl-C) bounds
+    every wait, so the VMM can always stop.
+    """
+
+    def __init__(self, fd: int, colour: bool, prefix: bool) -> None:
+        self.fd = fd
         self.colour = colour
         self.prefix = prefix
         self.lock = threading.Lock()
+        self._changed = threading.Condition(self.lock)  # queue, writer or give-up state changed
         self.closed = False  # the output failed (a closed pipe, a full disk): dropped from then on
         self.close_reason = ""
         self.on_closed: Callable[[], None] = lambda: None
-        self.recent = bytearray()  # the tail of what was written, for a view that repaints the terminal
+        self.recent = bytearray()  # the tail of what guests wrote, for a view that repaints the terminal
         self.open_line: GuestOutput | None = None  # whose unfinished line the terminal shows
         self.sinks: list[GuestOutput] = []
+        self._queue: list[bytes] = []
+        self._queued = 0  # bytes accepted and not yet written (in the queue or being written)
+        self._due = False  # the queue is to be written now, not at the next line end or pause
+        self._writing = False
+        self._writer: threading.Thread | None = None
+        self._give_up_at: float | None = None
 
-    def _remember(self, data: bytes) -> None:
-        self.recent += data
-        del self.recent[:-RECENT_BYTES]
+    def isatty(self) -> bool:
+        return os.isatty(self.fd)
 
     def sink(self, name: str, index: int, log: BinaryIO | None = None) -> GuestOutput:
         self.sinks.append(GuestOutput(self, name, index, log))
@@ -62,6 +80,92 @@ class OutputMux:
         """Called every few tens of milliseconds: show what has waited long enough (a prompt)."""
         for sink in self.sinks:
             sink.flush_if_idle(now)
+        with self.lock:
+            self._write_soon()
+
+    def write(self, data: bytes, now: bool) -> None:
+        """Queue bytes (the caller holds `lock`); `now`: write them at once, not with the next batch.
+
+        Waits while the backlog is over its bound, unless given up on."""
+        if self.closed or not data:
+            return
+        self._queue.append(data)
+        self._queued += len(data)
+        if now or self._queued >= WRITE_NOW_BYTES:
+            self._write_soon()
+        while self._queued > OUTPUT_BACKLOG and not self.closed and self._wait():
+            pass
+
+    def remember(self, data: bytes) -> None:
+        self.recent += data
+        del self.recent[:-RECENT_BYTES]
+
+    def drain(self) -> None:
+        """Wait until everything queued is written (the caller holds `lock`): our words come after the guests'."""
+        self._write_soon()
+        while (self._queue or self._writing) and not self.closed and self._wait():
+            pass
+
+    def give_up(self) -> None:
+        """Ctrl-C: wait for a reader at most GIVE_UP_SECONDS more, then drop what it did not take."""
+        with self.lock:
+            if self._give_up_at is None:
+                self._give_up_at = time.monotonic() + GIVE_UP_SECONDS
+            self._changed.notify_all()
+
+    def _wait(self) -> bool:
+        """One wait for a change (the caller holds `lock`); False once the reader is given up on."""
+        if self._give_up_at is None:
+            self._changed.wait()
+            return True
+        remaining = self._give_up_at - time.monotonic()
+        if remaining <= 0:
+            return False
+        self._changed.wait(remaining)
+        return True
+
+    def _write_soon(self) -> None:
+        if not self._queue:
+            return
+        self._due = True
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_forever, name="output", daemon=True)
+            self._writer.start()
+        self._changed.notify_all()
+
+    def _write_forever(self) -> None:
+        # A daemon thread: if the reader never reads again, this one stays in write() and the process
+        # can still exit.
+        while True:
+            with self.lock:
+                while not self._due:
+                    self._changed.wait()
+                data = b"".join(self._queue)
+                self._queue.clear()
+                self._due = False
+                self._writing = True
+            failure = self._write_all(data)
+            with self.lock:
+                self._writing = False
+                self._queued -= len(data)
+                if failure is not None:  # a closed pipe, a full disk (/dev/full): the output has nowhere to go
+                    self.closed = True
+                    self.close_reason = failure.strerror or str(failure)
+                    self._queue.clear()
+                    self._queued = 0
+                self._changed.notify_all()
+            if failure is not None:
+                self.on_closed()
+                return
+
+    def _write_all(self, data: bytes) -> OSError | None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError as err:
+            return err
+        return None
 
 
 class GuestOutput:
@@ -72,6 +176,8 @@ class GuestOutput:
     for input (`flush`: a prompt must show). A held line that is already on
     the screen when another guest writes is ended there, and its continuation
     gets the prefix again. The log file always gets the exact bytes.
+    All state is changed under the mux's lock: the guest's thread writes, the
+    control thread flushes.
     """
 
     def __init__(self, mux: OutputMux, name: str, index: int, log: BinaryIO | None) -> None:
@@ -80,7 +186,6 @@ class GuestOutput:
         self._at_line_start = True
         self._held = bytearray()  # an unfinished line not yet written (several guests only)
         self._held_since = 0.0
-        self._unflushed = False  # written to the stream but not yet flushed
         label = f"[{name}] ".encode() if mux.prefix else b""
         if mux.colour:
             self._open, self._close = colour_for(index), _RESET
@@ -91,34 +196,55 @@ class GuestOutput:
     def __call__(self, data: bytes) -> None:
         if self.log is not None:
             self.log.write(data)
-        if not self._label:
-            self._emit(self._open + data + self._close if self._open else data, b"\n" in data)
-            return
-        if not self._held:
-            self._held_since = time.monotonic()
-        self._held += data
-        end = self._held.rfind(b"\n") + 1
-        if end == 0 and len(self._held) < RECENT_BYTES:
-            return
-        complete = bytes(self._held[:end or len(self._held)])
-        del self._held[:end or len(self._held)]
-        self._emit(self._decorate(complete), True)
+        with self.mux.lock:
+            if not self._label:
+                self._emit(self._open + data + self._close if self._open else data, b"\n" in data)
+                return
+            if not self._held:
+                self._held_since = time.monotonic()
+            self._held += data
+            end = self._held.rfind(b"\n") + 1
+            if end == 0 and len(self._held) < RECENT_BYTES:
+                return
+            complete = bytes(self._held[:end or len(self._held)])
+            del self._held[:end or len(self._held)]
+            self._emit(complete, True)
 
     def flush_if_idle(self, now: float) -> None:
         """A line left unfinished for a while is a prompt, or a guest between prints: show it."""
-        if (self._held and now - self._held_since >= PARTIAL_LINE_SECONDS) or self._unflushed:
-            self.flush()
+        with self.mux.lock:
+            if self._held and now - self._held_since >= PARTIAL_LINE_SECONDS:
+                self._flush_held()
 
     def flush(self) -> None:
         """Show everything written so far, an unfinished line too."""
+        with self.mux.lock:
+            self._flush_held()
+            self.mux._write_soon()
+        if self.log is not None:
+            self.log.flush()
+
+    def _flush_held(self) -> None:
         if self._held:
             partial = bytes(self._held)
             self._held.clear()
-            self._emit(self._decorate(partial), True)
-        elif self._unflushed:
-            self._emit(b"", True)
-        if self.log is not None:
-            self.log.flush()
+            self._emit(partial, True)
+
+    def _emit(self, data: bytes, now: bool) -> None:
+        """Attribute and queue a chunk (the caller holds the mux's lock)."""
+        mux = self.mux
+        if mux.closed or not data:
+            return
+        mux.remember(data)
+        if self._label:
+            owner = mux.open_line
+            if owner is not None and owner is not self:
+                # Another guest's unfinished line is on the screen: end it there.
+                mux.write(b"\n", False)
+                owner._at_line_start = True
+            data = self._decorate(data)
+            mux.open_line = None if self._at_line_start else self
+        mux.write(data, now)
 
     def _decorate(self, data: bytes) -> bytes:
         out = bytearray()
@@ -128,30 +254,6 @@ class GuestOutput:
             out += line
             self._at_line_start = line.endswith(b"\n")
         return bytes(out + self._close)
-
-    def _emit(self, data: bytes, flush: bool) -> None:
-        mux = self.mux
-        with mux.lock:
-            if mux.closed:
-                return
-            owner = mux.open_line
-            if self._label and data and owner is not None and owner is not self:
-                # Another guest's unfinished line is on the screen: end it there.
-                data = b"\n" + data
-                owner._at_line_start = True
-            if self._label and data:
-                mux.open_line = None if self._at_line_start else self
-            try:
-                mux.stream.write(data)
-                mux._remember(data)
-                if flush:
-                    mux.stream.flush()
-                self._unflushed = not flush
-            except OSError as err:  # a closed pipe, a full disk (/dev/full): the output has nowhere to go
-                mux.closed = True
-                mux.close_reason = err.strerror or str(err)
-        if mux.closed:
-            mux.on_closed()
 
 
 class Keyboard:
@@ -293,13 +395,7 @@ class VgaView:
 
     def _write(self, text: str, then: bytes = b"") -> None:
         with self.mux.lock:
-            if self.mux.closed:
-                return
-            try:
-                self.mux.stream.write(text.encode() + then)
-                self.mux.stream.flush()
-            except OSError:
-                self.mux.closed = True
+            self.mux.write(text.encode() + then, True)
 
 
 class ScreenWatcher:

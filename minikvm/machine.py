@@ -451,10 +451,12 @@ def _install_kick_handler() -> None:
 
 def run_machines(machines: list[Machine], timeout: float | None = None,
                  on_result: Callable[[RunResult], None] | None = None,
-                 on_tick: Callable[[], None] | None = None) -> list[RunResult]:
+                 on_tick: Callable[[], None] | None = None,
+                 on_interrupt: Callable[[], None] | None = None) -> list[RunResult]:
     """Run every machine in its own thread; stop all on timeout or Ctrl-C.
 
-    `on_tick` is called every few tens of milliseconds on this thread (e.g. to redraw a screen).
+    `on_tick` is called every few tens of milliseconds on this thread (e.g. to redraw a screen);
+    `on_interrupt` at Ctrl-C, before the machines are asked to stop (e.g. to stop waiting for a reader).
     """
     _install_kick_handler()
     results: dict[int, RunResult] = {}
@@ -497,6 +499,8 @@ def run_machines(machines: list[Machine], timeout: float | None = None,
                     on_tick()
     except KeyboardInterrupt as interrupt:
         why = str(interrupt) or "interrupted (Ctrl-C)"
+        if on_interrupt is not None:
+            on_interrupt()
         for machine in machines:
             machine.request_stop(StopReason(StopKind.INTERRUPTED, why))
     except BaseException as err:  # a bug on this thread: the guests must not run on without us
