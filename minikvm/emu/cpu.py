@@ -641,6 +641,24 @@ class EmuVcpu:
             self._watch_hit = hit
 
     def close(self) -> None:
+        if self.uc is not None:
+            _release(self.uc)
         self.uc = None
         self.regs = None
+        # They hold the closed engine: a use after close is an AttributeError, not a read of freed memory.
+        self.__dict__.pop("view", None)
+        self.__dict__.pop("deliverer", None)
+
+
+def _release(uc: Uc) -> None:
+    """Close the engine now rather than at some later garbage collection.
+
+    The binding's hook closures refer back to their Uc, so only the cycle collector frees one, and
+    until then its native memory (translation buffers, TLBs) stays; released that late it also
+    fragments the heap: RSS crept 2-6 KB per machine over 1,000 machines, and stays flat after the
+    first hundred when each is closed here. The binding closes through a weakref.finalize, which
+    runs at most once, so calling it now is safe and the collector has nothing left to do."""
+    finalizer = getattr(uc, "_Uc__finalizer", None)  # unicorn 2.1.x; pinned in pyproject.toml
+    if finalizer is not None:
+        finalizer()
 
