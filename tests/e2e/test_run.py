@@ -275,8 +275,18 @@ def test_timeout_with_a_finished_guest(kvm_required: None, tiny_guest: TinyGuest
 
 def _start(*args: str) -> subprocess.Popen[bytes]:
     # SIGINT back to its default in the child, even if this test runs with it ignored (nohup, &).
+    # PYTHONFAULTHANDLER: a child that hangs is ended with SIGABRT and shows where its threads were.
     return subprocess.Popen([command("minikvm"), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _end_hung(proc: subprocess.Popen[bytes]) -> None:
+    """A child still running after the test gave up on it: fail with its threads' stacks."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate()
+        pytest.fail(f"minikvm hung; its threads at SIGABRT:\n{err.decode(errors='replace')[-8000:]}")
 
 
 def _read_until(stream: IO[bytes] | None, enough: Callable[[bytes], bool], timeout: float = 20) -> bytes:
@@ -305,6 +315,9 @@ def test_sigint_stops_running_guests(kvm_required: None, tiny_guest: TinyGuest, 
         assert needle in before, f"the guest never started: {before!r}"
         proc.send_signal(signal.SIGINT)
         rest, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        _end_hung(proc)
+        raise
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -332,6 +345,9 @@ def test_sigint_at_any_moment_after_setup(kvm_required: None, tiny_guest: TinyGu
             time.sleep(delay)
             proc.send_signal(signal.SIGINT)
             out, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            _end_hung(proc)
+            raise
         finally:
             if proc.poll() is None:
                 proc.kill()
