@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from .arch.x86.cpustate import apply_to_sregs, is_reset_state, regs_to_kvm
-from .arch.x86.registers import CR0_PG, EFER_LMA, RFLAGS_IF
+from .arch.x86.registers import EFER_LMA, RFLAGS_IF
 from .arch.x86.state import BootState, Mode
 from .boot.select import BootRequest, load_guest
 from .devices import layout as ports
@@ -396,28 +396,12 @@ class Machine:
 
     def _read_code(self, linear: int, length: int = 15) -> bytes:
         """Up to `length` bytes at a linear address, through the guest's page tables when paging is on."""
-        from .arch.x86.walk import EXECUTE, translate
+        from .arch.x86.walk import EXECUTE, read_linear
 
-        sregs = self.vcpu.get_sregs() if self.vcpu is not None else None
-        data = b""
-        while len(data) < length:
-            addr = linear + len(data)
-            phys = addr
-            if sregs is not None and sregs.cr0 & CR0_PG:
-                try:
-                    walk = translate(self.memory.read, sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer, addr, EXECUTE)
-                except ValueError:  # an address the paging mode cannot hold: nothing to read there
-                    break
-                if walk.phys is None:
-                    break
-                phys = walk.phys
-            chunk = min(length - len(data), 0x1000 - (addr & 0xFFF))
-            while chunk and not self.memory.contains(phys, chunk):
-                chunk -= 1
-            if not chunk:
-                break
-            data += self.memory.read(phys, chunk)
-        return data
+        if self.vcpu is None:
+            return read_linear(self.memory.read, 0, 0, 0, 0, linear, length)
+        sregs = self.vcpu.get_sregs()
+        return read_linear(self.memory.read, sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer, linear, length, EXECUTE)
 
     def _out_instruction_before(self, linear: int) -> int:
         """The start of the OUT that ends just before `linear` (the host moved RIP past it)."""

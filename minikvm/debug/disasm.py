@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..arch.x86.decoder import engine
 from ..arch.x86.state import Mode
 
 _BITS = {Mode.REAL: 16, Mode.PROTECTED: 32, Mode.PAGING: 32, Mode.LONG: 64}
@@ -17,12 +18,8 @@ def bits_for(mode: Mode, code_db: bool = True, code_l: bool = False) -> int:
 
 def disassemble(code: bytes, address: int, bits: int, count: int = 1) -> list[tuple[int, bytes, str]]:
     """Up to `count` instructions: (address, bytes, 'mnemonic operands')."""
-    import capstone
-
-    mode = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}[bits]
-    engine = capstone.Cs(capstone.CS_ARCH_X86, mode)
     result = []
-    for insn in engine.disasm(code, address):
+    for insn in engine(bits).disasm(code, address):
         result.append((insn.address, bytes(insn.bytes), f"{insn.mnemonic} {insn.op_str}".strip()))
         if len(result) == count:
             break

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..arch.x86.decoder import engine
 from ..arch.x86.exceptions import VECTORS
-from ..arch.x86.registers import CR0_EM, CR0_PG, CR0_TS, CR4_OSFXSR, CR4_PSE, EFER_LMA
-from ..arch.x86.walk import Access, Op, PagingMode, describe_error_code, paging_mode, translate
+from ..arch.x86.registers import CR0_EM, CR0_TS, CR4_OSFXSR, CR4_PSE, EFER_LMA
+from ..arch.x86.walk import EXECUTE, Access, Op, PagingMode, describe_error_code, paging_mode, read_linear, translate
 from ..kvm.exits import InternalErrorExit
 from ..machine import CpuSnapshot, Machine, RunResult
 from ..stop import StopKind
@@ -66,12 +67,7 @@ class Instruction:
 
 
 def decode(code: bytes, address: int, bits: int) -> Instruction | None:
-    import capstone
-
-    mode = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}[bits]
-    engine = capstone.Cs(capstone.CS_ARCH_X86, mode)
-    engine.detail = True
-    for insn in engine.disasm(code, address, 1):
+    for insn in engine(bits, detail=True).disasm(code, address, 1):
         groups = tuple(insn.group_name(g) or "" for g in insn.groups)
         return Instruction(insn.address, bytes(insn.bytes), f"{insn.mnemonic} {insn.op_str}".strip(),
                            insn.mnemonic, groups, list(insn.operands), insn.reg_name)
@@ -341,22 +337,10 @@ class Explainer:
         return causes
 
     def _read_linear(self, snap: CpuSnapshot) -> Callable[[int, int], bytes]:
+        """A reader of code at linear addresses as the snapshot's paging saw them (short where unmapped)."""
         memory, sregs = self.machine.memory, snap.sregs
-
-        def read(address: int, length: int) -> bytes:
-            if not sregs.cr0 & CR0_PG:
-                return memory.read(address, length)
-            data = bytearray()
-            while len(data) < length:
-                walk = translate(memory.read, sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer, address + len(data),
-                                 Access(Op.EXECUTE))
-                if walk.phys is None:
-                    raise ValueError(f"{address + len(data):#x} is not mapped")
-                chunk = min(length - len(data), 0x1000 - ((address + len(data)) & 0xFFF))
-                data += memory.read(walk.phys, chunk)
-            return bytes(data)
-
-        return read
+        return lambda address, length: read_linear(memory.read, sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer,
+                                                   address, length, EXECUTE)
 
 
 def _short(event: object) -> str:

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..arch.x86.registers import CR0_PE, CR0_PG, EFER_LMA
 from ..arch.x86.state import Mode
-from ..arch.x86.walk import Access, Op, translate
+from ..arch.x86.walk import Access, Op, read_linear, translate
 from ..errors import MinikvmError
 from ..kvm.exits import DebugExit, Exit, HltExit, IoExit, MmioExit
 from ..stop import StopKind, StopReason
@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 PACKET_SIZE = 0x4000  # what qSupported advertises: the longest packet gdb may send us
 _MAX_INCOMING = 2 * PACKET_SIZE + 64  # an X packet's escapes can double its data; more is garbage
 INTERRUPT = 0x03  # Ctrl-C from gdb, outside any packet
+_DEBUGGER_READ = Access(Op.READ, ac=True)  # gdb reads as the kernel would, user pages too (SMAP aside)
 
 SIGINT, SIGILL, SIGTRAP, SIGABRT, SIGSEGV, SIGALRM = 2, 4, 5, 6, 11, 14
 
@@ -800,27 +801,14 @@ class GuestControl:
             return linear
         try:
             walk = translate(self.machine.memory.read, sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer, linear,
-                             Access(Op.READ, ac=True))
+                             _DEBUGGER_READ)
         except ValueError:  # wider than this paging mode's linear addresses
             return None
         return walk.phys
 
     def _read_linear(self, addr: int, length: int, sregs: kvm_sregs) -> bytes:
-        memory = self.machine.memory
-        out = bytearray()
-        while len(out) < length:
-            linear = addr + len(out)
-            phys = self._physical(linear, sregs)
-            if phys is None:
-                break
-            chunk = min(length - len(out), 0x1000 - (linear & 0xFFF))
-            if not memory.contains(phys, chunk):
-                chunk = next((n for n in range(chunk - 1, 0, -1) if memory.contains(phys, n)), 0)
-                if chunk:
-                    out += memory.read(phys, chunk)
-                break
-            out += memory.read(phys, chunk)
-        return bytes(out)
+        return read_linear(self.machine.memory.read, sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer, addr, length,
+                           _DEBUGGER_READ)
 
     # --- KVM ----------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
+from ..arch.x86.decoder import engine
 from ..arch.x86.state import Mode
 
 if TYPE_CHECKING:
@@ -60,7 +61,6 @@ class InstructionTrace:
         self.describe = describe  # address → 'symbol+0x4' (None: no symbols)
         self.count = 0  # instructions traced in all
         self._pending: tuple[int, bytes, int, Sequence[str], Sequence[int]] | None = None
-        self._engines: dict[int, object] = {}
 
     @property
     def pending_pc(self) -> int | None:
@@ -156,13 +156,7 @@ class InstructionTrace:
 
     def _disassemble(self, entry: TracedInstruction) -> tuple[str, int]:
         """The instruction's text and length (the accelerator may have handed over more bytes)."""
-        engine = self._engines.get(entry.bits)
-        if engine is None:
-            import capstone
-
-            mode = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}[entry.bits]
-            engine = self._engines[entry.bits] = capstone.Cs(capstone.CS_ARCH_X86, mode)
-        for insn in engine.disasm(entry.code, entry.pc, 1):  # type: ignore[attr-defined]
+        for insn in engine(entry.bits).disasm(entry.code, entry.pc, 1):
             return f"{insn.mnemonic} {insn.op_str}".strip(), insn.size
         return "(does not decode)", 0
 

@@ -39,6 +39,7 @@ from unicorn import (
 )
 
 from ..arch.x86.cpustate import SEGMENT_NAMES, segment_to_kvm
+from ..arch.x86.decoder import engine as decoder
 from ..arch.x86.descriptors import Segment, decode_descriptor
 from ..arch.x86.registers import CR0_PE, EFER_LMA, MSR_EFER, RFLAGS_IF, RFLAGS_RF
 from ..arch.x86.walk import Op
@@ -466,7 +467,7 @@ class EmuVcpu:
 
     def _segment_load_selector(self) -> int:
         """#GP's error code: the selector for a segment-register load (the CPU pushes it), else 0."""
-        from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, CS_OP_REG, Cs
+        from capstone import CS_OP_REG
 
         regs, uc = self.regs, self._engine()
         assert regs is not None
@@ -474,10 +475,8 @@ class EmuVcpu:
             code = self.view.read(self.deliverer._code_linear(regs.ip), 15)
         except (VirtualAccessFault, DeliveryFault, UnsupportedDelivery, UcError, ValueError, OverflowError):
             return 0  # the code is not readable through CS (a broken GDT, say): no selector to report
-        mode = {UC_MODE_64: CS_MODE_64, UC_MODE_32: CS_MODE_32, UC_MODE_16: CS_MODE_16}[self.mode]
-        engine = Cs(CS_ARCH_X86, mode)
-        engine.detail = True
-        for insn in engine.disasm(code, regs.ip, 1):
+        bits = {UC_MODE_64: 64, UC_MODE_32: 32, UC_MODE_16: 16}[self.mode]
+        for insn in decoder(bits, detail=True).disasm(code, regs.ip, 1):
             operands = insn.operands
             if insn.mnemonic != "mov" or len(operands) != 2 or operands[1].type != CS_OP_REG:
                 return 0
@@ -506,16 +505,14 @@ class EmuVcpu:
         return True
 
     def _instruction_writes_memory(self, ip: int) -> bool:
-        from capstone import CS_AC_WRITE, CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, CS_OP_MEM, Cs
+        from capstone import CS_AC_WRITE, CS_OP_MEM
 
         try:
             code = self.view.read(ip, 15)
         except VirtualAccessFault:
             return False
-        mode = {UC_MODE_64: CS_MODE_64, UC_MODE_32: CS_MODE_32, UC_MODE_16: CS_MODE_16}
-        engine = Cs(CS_ARCH_X86, mode[UC_MODE_64 if self.regs.wide else UC_MODE_32])  # type: ignore[union-attr]
-        engine.detail = True
-        for insn in engine.disasm(code, ip, 1):
+        bits = 64 if self.regs.wide else 32  # type: ignore[union-attr]
+        for insn in decoder(bits, detail=True).disasm(code, ip, 1):
             if insn.mnemonic.startswith(("push", "call", "enter", "stos", "movs")):
                 return True
             return any(op.type == CS_OP_MEM and op.access & CS_AC_WRITE for op in insn.operands)

@@ -42,6 +42,7 @@ from minikvm.arch.x86.walk import (
     Translation,
     describe_error_code,
     paging_mode,
+    read_linear,
     translate,
 )
 from minikvm.memory import GuestMemory
@@ -486,3 +487,33 @@ def test_access_from_cpl() -> None:
     assert Access.at_cpl(Op.WRITE, 3) == USER_WRITE
     assert Access.at_cpl(Op.EXECUTE, 0) == EXECUTE and not Access.at_cpl(Op.READ, 1).user
     assert str(USER_EXECUTE) == "user instruction fetch"
+
+
+# --- reading at linear addresses -------------------------------------------------------------------------
+
+
+def test_read_linear_without_paging_stops_where_ram_ends(ram: GuestMemory) -> None:
+    top = 4 << 20
+    ram.write(top - 3, b"abc")
+    assert read_linear(ram.read, CR0_PE, 0, 0, 0, top - 3, 15) == b"abc"
+    assert read_linear(ram.read, CR0_PE, 0, 0, 0, top + 0x10, 4) == b""
+    assert read_linear(ram.read, CR0_PE, 0, 0, 0, 1 << 32, 4) == b""  # past 32-bit linear addresses
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_read_linear_follows_the_walk_and_stops_at_the_unmapped_next_page(ram: GuestMemory, mode: PagingMode) -> None:
+    chain = build(ram, mode)
+    page_end = chain.vaddr | 0xFFF
+    ram.write(0x5FFE, b"xy")  # the last two bytes of the mapped page; the next linear page has no PTE
+    read = read_linear(ram.read, PG, chain.cr3, chain.cr4, chain.efer, page_end - 1, 8)
+    assert read == b"xy"
+    ram.write(0x5234, b"code")
+    assert read_linear(ram.read, PG, chain.cr3, chain.cr4, chain.efer, chain.vaddr, 4) == b"code"
+
+
+def test_read_linear_checks_the_access(ram: GuestMemory) -> None:
+    chain = build(ram, PagingMode.LEVEL4)
+    chain.set("PTE", chain.get("PTE") & ~US)
+    ram.write(0x5234, b"kern")
+    assert read_linear(ram.read, PG, chain.cr3, chain.cr4, chain.efer, chain.vaddr, 4, READ) == b"kern"
+    assert read_linear(ram.read, PG, chain.cr3, chain.cr4, chain.efer, chain.vaddr, 4, USER_READ) == b""

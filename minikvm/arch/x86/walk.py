@@ -379,3 +379,32 @@ def translate(read_phys: Callable[[int, int], bytes], cr0: int, cr3: int, cr4: i
         return failed(Fault.NO_EXECUTE, no_exec)
     return Translation(vaddr, access, mode, tuple(entries), phys=phys, page_size=page, rights=rights)
 
+
+
+def read_linear(read_phys: Callable[[int, int], bytes], cr0: int, cr3: int, cr4: int, efer: int,
+                linear: int, length: int, access: Access = READ) -> bytes:
+    """Up to `length` bytes from `linear` on, through the paging structures when CR0.PG is set.
+
+    Shorter when a byte is not mapped, not accessible as `access`, not in RAM, or past the mode's
+    linear addresses: what comes before it is what a report or a debugger can still show.
+    """
+    data = bytearray()
+    while len(data) < length:
+        addr = linear + len(data)
+        try:
+            phys = translate(read_phys, cr0, cr3, cr4, efer, addr, access).phys
+        except ValueError:
+            break
+        if phys is None:
+            break
+        chunk = min(length - len(data), PAGE_TABLE - (addr & (PAGE_TABLE - 1)))
+        try:
+            data += read_phys(phys, chunk)
+        except GuestMemoryError:  # RAM ends inside this page: keep the bytes before its end
+            for offset in range(chunk):
+                try:
+                    data += read_phys(phys + offset, 1)
+                except GuestMemoryError:
+                    break
+            break
+    return bytes(data)
