@@ -437,7 +437,14 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
         screens.finish()
         say("".join(held))
         _leave_screens(machines, screens, args, say)
-    return exit_status([r.stop for r in results])
+        drain_output(None)
+    stops = [r.stop for r in results]
+    if mux.closed and not any(stop.kind is StopKind.OUTPUT_FAILED for stop in stops):
+        # The guests had finished by the time their output failed to be written: it still counts.
+        lost = StopReason(StopKind.OUTPUT_FAILED, f"standard output failed ({mux.close_reason})")
+        sys.stderr.write(f"minikvm: {lost.message}: the guests' output is incomplete\n")
+        stops.append(lost)
+    return exit_status(stops)
 
 
 def _traceable(choice: object, spec: object, args: argparse.Namespace) -> object:
