@@ -22,11 +22,13 @@ Configurations, interleaved, REPEATS runs each, medians compared:
                      4 MiB mapped, no hooks, `emu_start(0x1000, loop_end)`;
                      only emu_start is timed (the baseline)
   unicorn, 50 ms timeout slices
-                     the same engine run as minikvm's software CPU runs it:
-                     emu_start with `timeout=` its slice length, again and
-                     again until loop_end. Unicorn implements a timeout with a
+                     the same engine in slices of minikvm's length, ended by
+                     Unicorn's own `timeout=`: emu_start again and again
+                     until loop_end. Unicorn implements a timeout with a
                      watchdog thread per emu_start that polls in usleep(2)
-                     steps; this row shows that cost without minikvm
+                     steps; this row shows what that would cost. minikvm ends
+                     its slices with one sleeping thread instead
+                     (minikvm/emu/slicer.py)
   minikvm            `Machine` with `Emu()` in this process, as `minikvm run
                      --mode protected --accel emu` builds it; only
                      `run_machines` is timed
@@ -157,7 +159,7 @@ PIT_HZ = 100
 PIT_DIVISOR = round(1_193_182 / PIT_HZ)
 TARGET = 0.5
 
-SLICE_US = int(_SLICE_SECONDS * 1e6)  # the software CPU's longest emu_start, as its `timeout`
+SLICE_US = int(_SLICE_SECONDS * 1e6)  # the software CPU's longest slice, given to Unicorn as `timeout`
 
 BARE, SLICED, MINIKVM, INTERRUPTS, PIT, QEMU, QEMU_STARTUP = (
     "unicorn bare", f"unicorn, {SLICE_US // 1000} ms timeout slices", "minikvm", "minikvm --interrupts",
@@ -292,7 +294,7 @@ def run_bare(guest: FlatGuest) -> Sample:
 
 
 def run_bare_sliced(guest: FlatGuest) -> Sample:
-    """Bare Unicorn run in slices as minikvm's software CPU runs: emu_start with a timeout of SLICE_US each.
+    """Bare Unicorn run in slices of minikvm's length, each ended by Unicorn's own timeout of SLICE_US.
 
     Unicorn implements `timeout` with a watchdog thread per emu_start that
     polls in usleep(2) steps; this row shows what that costs without minikvm.

@@ -33,7 +33,6 @@ from unicorn import (
     UC_MODE_64,
     UC_PROT_ALL,
     UC_PROT_EXEC,
-    UC_QUERY_TIMEOUT,
     Uc,
     UcError,
 )
@@ -49,9 +48,11 @@ from ..kvm.exits import AcceleratorErrorExit, DebugExit, Exit, HltExit, Interrup
 from .delivery import ChainLink, Deliverer, DeliveryFault, Event, UnsupportedDelivery
 from .guestmem import GuestView, VirtualAccessFault
 from .registers import RegisterFile
+from .slicer import Slicer
 
 _SLICE_SECONDS = 0.05  # the longest run without looking at stop requests
 _MASKED_IRQ_SLICE = 0.0002  # how soon to look again while an IRQ waits for the guest to set IF
+_SHORTEST_SLICE = 0.0001  # a deadline already passed still gets this long: the guest makes progress
 _SEGMENT_IDS = {"cs": x86.UC_X86_REG_CS, "ds": x86.UC_X86_REG_DS, "es": x86.UC_X86_REG_ES,
                 "fs": x86.UC_X86_REG_FS, "gs": x86.UC_X86_REG_GS, "ss": x86.UC_X86_REG_SS}
 _UNREACHABLE = 0xFFFF_FFFF_FFFF_FFFF
@@ -249,7 +250,8 @@ class EmuVcpu:
         """The interrupt controller's output may have risen (any thread): end the slice."""
         self._wake.set()
         if self.uc is not None:
-            self.uc.emu_stop()
+            self.uc.emu_stop()  # at once, when called from inside the slice (a device in an OUT hook)
+            self.slicer.stop_now()  # and again until it takes, from another thread
 
     # --- running ----------------------------------------------------------------------
 
@@ -288,19 +290,21 @@ class EmuVcpu:
             if self._interrupt_ready():
                 # An IRQ waits for IF=1: look again soon rather than at the end of a long slice.
                 slice_end = min(slice_end, time.monotonic() + _MASKED_IRQ_SLICE)
-            timeout_us = max(int((slice_end - time.monotonic()) * 1e6), 100)
             # Unicorn never clears RF after an IRET (a real CPU does, after one instruction);
             # a slice boundary is the closest point to do it.
             regs.flags &= ~RFLAGS_RF
             self.starts += 1
+            self.slicer.begin(max(slice_end, time.monotonic() + _SHORTEST_SLICE))
             try:
-                uc.emu_start(self._begin_address(), _UNREACHABLE, timeout=timeout_us)
+                uc.emu_start(self._begin_address(), _UNREACHABLE)
             except UcError as err:
                 return self._engine_error(err)
+            finally:
+                sliced = self.slicer.end()
             if self._result is not None or self._stop_requested or self._restart:
                 self._restart = False
                 continue
-            if (uc.query(UC_QUERY_TIMEOUT) or self._wake.is_set()) and not self._just_halted():
+            if (sliced or self._wake.is_set()) and not self._just_halted():
                 continue  # a timer deadline or an IRQ: service it at the top
             # Unicorn returns by itself only after HLT, with EIP past it.
             if not regs.flags & RFLAGS_IF:
@@ -368,6 +372,7 @@ class EmuVcpu:
         uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
         self.uc = uc
+        self.slicer = Slicer(uc)
         self.regs = RegisterFile(uc, mode)
         self.view = GuestView(uc)
         self.deliverer = Deliverer(uc, self.regs, self.view)
@@ -639,6 +644,7 @@ class EmuVcpu:
 
     def close(self) -> None:
         if self.uc is not None:
+            self.slicer.close()
             _release(self.uc)
         self.uc = None
         self.regs = None
