@@ -22,13 +22,13 @@ Configurations, interleaved, REPEATS runs each, medians compared:
                      4 MiB mapped, no hooks, `emu_start(0x1000, loop_end)`;
                      only emu_start is timed (the baseline)
   unicorn, 50 ms timeout slices
-                     the same engine in slices of minikvm's length, ended by
-                     Unicorn's own `timeout=`: emu_start again and again
-                     until loop_end. Unicorn implements a timeout with a
-                     watchdog thread per emu_start that polls in usleep(2)
-                     steps; this row shows what that would cost. minikvm ends
-                     its slices with one sleeping thread instead
-                     (minikvm/emu/slicer.py)
+                     the same engine in 50 ms slices ended by Unicorn's own
+                     `timeout=`: emu_start again and again until loop_end.
+                     Unicorn implements a timeout with a watchdog thread per
+                     emu_start that polls in usleep(2) steps; this row shows
+                     what that would cost. minikvm ends a slice only when
+                     something asks (a timer deadline, an IRQ, a stop), from
+                     one sleeping thread (minikvm/emu/slicer.py)
   minikvm            `Machine` with `Emu()` in this process, as `minikvm run
                      --mode protected --accel emu` builds it; only
                      `run_machines` is timed
@@ -91,8 +91,6 @@ from common import (
     verdict,
     write_json,
 )
-
-from minikvm.emu.cpu import _SLICE_SECONDS
 
 if TYPE_CHECKING:  # Unicorn is imported only when a run needs it
     from unicorn import Uc
@@ -159,7 +157,7 @@ PIT_HZ = 100
 PIT_DIVISOR = round(1_193_182 / PIT_HZ)
 TARGET = 0.5
 
-SLICE_US = int(_SLICE_SECONDS * 1e6)  # the software CPU's longest slice, given to Unicorn as `timeout`
+SLICE_US = 50_000  # the slice length Unicorn's own `timeout` is measured with
 
 BARE, SLICED, MINIKVM, INTERRUPTS, PIT, QEMU, QEMU_STARTUP = (
     "unicorn bare", f"unicorn, {SLICE_US // 1000} ms timeout slices", "minikvm", "minikvm --interrupts",
@@ -294,7 +292,7 @@ def run_bare(guest: FlatGuest) -> Sample:
 
 
 def run_bare_sliced(guest: FlatGuest) -> Sample:
-    """Bare Unicorn run in slices of minikvm's length, each ended by Unicorn's own timeout of SLICE_US.
+    """Bare Unicorn run in slices, each ended by Unicorn's own timeout of SLICE_US.
 
     Unicorn implements `timeout` with a watchdog thread per emu_start that
     polls in usleep(2) steps; this row shows what that costs without minikvm.

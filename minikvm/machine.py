@@ -420,6 +420,9 @@ class Machine:
         self.memory.close()
 
 
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _ignore_kick(signum: int, frame: object) -> None:
     """The kick only has to interrupt KVM_RUN; there is nothing to do when it lands."""
 
@@ -466,8 +469,15 @@ def run_machines(machines: list[Machine], timeout: float | None = None,
                for i, m in enumerate(machines)]
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        for thread in threads:
-            thread.start()
+        # Ctrl-C and SIGTERM wait until every thread has started: an interrupt inside Thread.start
+        # left a thread running that nobody joined, reported twice (seen in CI). The vCPU threads
+        # inherit the mask, so these signals always reach this thread.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+        try:
+            for thread in threads:
+                thread.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         with done:
             while len(results) < len(machines):
                 remaining = None if deadline is None else deadline - time.monotonic()

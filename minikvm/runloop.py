@@ -106,18 +106,38 @@ class RunLoop:
         if hasattr(vcpu, "inline_exit"):
             vcpu.inline_exit = self._inline  # the software CPU dispatches I/O from inside the guest slice
         debugger = self.debugger
-        while self.stop is None:
-            if debugger is not None:
-                debugger.checkpoint()  # a debugger pauses the vCPU here, between two runs
-                if self.stop is not None:
-                    break
+        # The hot path, an OUT of one value with no debugger or trace watching, is handled here
+        # without _handle's generality: about a microsecond less per exit (bench/exits.py).
+        plain = debugger is None and self.trace is None
+        write, by_reason, by_port = self.ports.write, stats.by_reason, stats.by_port
+        guest = vmm = 0.0
+        try:
             t0 = clock()
-            exit = vcpu.run()
-            t1 = clock()
-            inline, self._inline_seconds = self._inline_seconds, 0.0
-            self._handle(exit)
-            stats.guest_seconds += t1 - t0 - inline
-            stats.vmm_seconds += clock() - t1 + inline
+            while self.stop is None:
+                if debugger is not None:
+                    debugger.checkpoint()  # a debugger pauses the vCPU here, between two runs
+                    if self.stop is not None:
+                        break
+                    t0 = clock()
+                exit = vcpu.run()
+                t1 = clock()
+                inline, self._inline_seconds = self._inline_seconds, 0.0
+                if plain and type(exit) is IoExit and exit.is_write and exit.count == 1:
+                    stats.exits += 1
+                    by_reason["IoExit"] += 1
+                    self._drain_coalesced()
+                    self.last_exit = exit
+                    by_port[exit.port, "out"] += 1
+                    write(exit.port, exit.size, int.from_bytes(exit.data, "little"))
+                else:
+                    self._handle(exit)
+                t2 = clock()
+                guest += t1 - t0 - inline
+                vmm += t2 - t1 + inline
+                t0 = t2
+        finally:
+            stats.guest_seconds += guest
+            stats.vmm_seconds += vmm
         self._drain_coalesced()
         self.flush_output()
         return self.stop

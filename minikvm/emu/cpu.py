@@ -50,7 +50,7 @@ from .guestmem import GuestView, VirtualAccessFault
 from .registers import RegisterFile
 from .slicer import Slicer
 
-_SLICE_SECONDS = 0.05  # the longest run without looking at stop requests
+_SLICE_SECONDS = 0.05  # the longest sleep in HLT between two looks at the timer
 _MASKED_IRQ_SLICE = 0.0002  # how soon to look again while an IRQ waits for the guest to set IF
 _SHORTEST_SLICE = 0.0001  # a deadline already passed still gets this long: the guest makes progress
 _SEGMENT_IDS = {"cs": x86.UC_X86_REG_CS, "ds": x86.UC_X86_REG_DS, "es": x86.UC_X86_REG_ES,
@@ -135,6 +135,7 @@ class EmuVcpu:
         self._stop_requested = False
         self._restart = False  # an event was delivered from inside a hook: resume in a new emu_start
         self._wake = threading.Event()
+        self._runner: int | None = None  # the thread that runs the slices
         self._result: Exit | None = None
         self._pending_regs: uapi.kvm_regs | None = None
         self.unclaimed_mmio = 0
@@ -249,9 +250,16 @@ class EmuVcpu:
     def interrupt_raised(self) -> None:
         """The interrupt controller's output may have risen (any thread): end the slice."""
         self._wake.set()
-        if self.uc is not None:
-            self.uc.emu_stop()  # at once, when called from inside the slice (a device in an OUT hook)
-            self.slicer.stop_now()  # and again until it takes, from another thread
+        if self.uc is None:
+            return
+        if threading.get_ident() == self._runner:
+            # A device inside the slice (an OUT hook): the stop takes at once. Only this thread may
+            # stop it so: from elsewhere a stop can land as emu_start finishes and cut the next
+            # slice short at an arbitrary instruction.
+            self.uc.emu_stop()
+            self.slicer.stopped_inside()
+        else:
+            self.slicer.stop_now()  # the slicer repeats it until the slice has ended
 
     # --- running ----------------------------------------------------------------------
 
@@ -271,6 +279,7 @@ class EmuVcpu:
     def run(self) -> Exit:
         uc, regs = self._engine(), self.regs
         assert regs is not None
+        self._runner = threading.get_ident()
         self._debug_stopping = False
         while True:
             if self._stop_requested:
@@ -283,37 +292,45 @@ class EmuVcpu:
                 self._skip_at = None  # the first instruction now is the handler's
                 continue
             self._wake.clear()
-            slice_end = time.monotonic() + _SLICE_SECONDS
+            # A slice ends at the timer's next deadline, soon when an IRQ waits for IF=1, and
+            # otherwise only when asked (a stop, an IRQ): every stop makes a HLT just before it
+            # ambiguous (see below), so there are no stops without a reason.
             deadline = self.timer.next_deadline() if self.timer is not None else None
-            if deadline is not None:
-                slice_end = min(slice_end, deadline)
             if self._interrupt_ready():
-                # An IRQ waits for IF=1: look again soon rather than at the end of a long slice.
-                slice_end = min(slice_end, time.monotonic() + _MASKED_IRQ_SLICE)
+                soon = time.monotonic() + _MASKED_IRQ_SLICE
+                deadline = soon if deadline is None else min(deadline, soon)
+            if deadline is not None:
+                deadline = max(deadline, time.monotonic() + _SHORTEST_SLICE)
             # Unicorn never clears RF after an IRET (a real CPU does, after one instruction);
             # a slice boundary is the closest point to do it.
             regs.flags &= ~RFLAGS_RF
+            self.slicer.begin(deadline)
+            if self._stop_requested or self._wake.is_set():  # asked for before the slicer could see it
+                self.slicer.end(0.0)
+                continue
             self.starts += 1
-            self.slicer.begin(max(slice_end, time.monotonic() + _SHORTEST_SLICE))
             try:
                 uc.emu_start(self._begin_address(), _UNREACHABLE)
             except UcError as err:
                 return self._engine_error(err)
             finally:
-                sliced = self.slicer.end()
+                stopped = self.slicer.end(time.monotonic())
             if self._result is not None or self._stop_requested or self._restart:
                 self._restart = False
                 continue
-            if (sliced or self._wake.is_set()) and not self._just_halted():
-                continue  # a timer deadline or an IRQ: service it at the top
-            # Unicorn returns by itself only after HLT, with EIP past it.
+            if stopped or not self._just_halted():
+                # Stopped: a deadline, an IRQ or a stop request; the top of the loop services it. A
+                # stop lands at a block boundary, where the byte before EIP can be 0xF4 without
+                # being a HLT (seen: a JMP's displacement), so a stopped slice is never taken for a
+                # HLT. If a HLT did come just before the stop, going on is what an interrupt does.
+                continue
+            # Unicorn returned by itself: after HLT, with EIP past it.
             if not regs.flags & RFLAGS_IF:
                 return HltExit()
             self._sleep_until_interrupt()
 
     def _just_halted(self) -> bool:
-        """Did the slice end on a HLT? A timeout or a wake-up can coincide with one, and then the
-        HLT must still count (Unicorn has already moved EIP past it)."""
+        """Is the byte before EIP a HLT (Unicorn moves EIP past the HLT it stops on)?"""
         regs = self.regs
         assert regs is not None
         try:
@@ -394,6 +411,10 @@ class EmuVcpu:
         self.inline_exit(exit)
         if self._stop_requested:
             self._engine().emu_stop()
+        elif self.timer is not None:  # the guest may have just programmed the timer: its deadline ends the slice
+            deadline = self.timer.next_deadline()
+            if deadline is not None:
+                self.slicer.end_by(deadline)
 
     def _on_out(self, uc: Uc, port: int, size: int, value: int, _: object) -> None:
         self.io_rip = self.regs.ip  # type: ignore[union-attr]  # Unicorn calls I/O hooks at the instruction
