@@ -177,3 +177,46 @@ def test_ctrl_c_while_the_vcpu_threads_start_reports_each_guest_once(tmp_path: P
         kvm.close()
     assert sorted(result.name for result in reported) == ["spin0", "spin1", "spin2"], reported
     assert all(result.stop.message == "interrupted (Ctrl-C)" for result in results), [r.stop for r in results]
+
+
+def test_a_stop_after_a_hlt_byte_is_not_a_halt_on_the_software_cpu(tmp_path: Path) -> None:
+    """Stops land at block boundaries; here every boundary follows a byte 0xF4 that is not a HLT (the
+    immediate of a MOV never executed). Asked to stop again and again, as an IRQ would, the software
+    CPU must go on each time and the guest must reach its exit (seen: --trace stopped hello_pm as
+    'halted' at a JMP whose displacement was 0xF4)."""
+    from minikvm.devices.input import InputBuffer
+    from minikvm.emu.cpu import Emu
+    from minikvm.machine import Machine, MachineConfig, run_machines
+
+    guest = real_guest(tmp_path, """
+        mov $30000000, %ecx
+        jmp target
+        mov $0xf4, %al          # never runs: its last byte sits just before target
+    target:
+        dec %ecx
+        jnz target              # every iteration enters target through a jump: a block boundary
+        mov $0x500, %dx
+        xor %al, %al
+        out %al, %dx            # EXIT
+    """)
+    emu = Emu()
+    machine = Machine(MachineConfig(spec_for("f4", guest, Mode.REAL)), emu, lambda data: None, InputBuffer())
+    finished = threading.Event()
+    stops = 0
+
+    def keep_stopping() -> None:
+        nonlocal stops
+        while not finished.wait(0.001):
+            machine.vcpu.interrupt_raised()
+            stops += 1
+
+    poker = threading.Thread(target=keep_stopping)
+    try:
+        poker.start()
+        result = run_machines([machine], timeout=60)[0]
+    finally:
+        finished.set()
+        poker.join()
+        machine.close()
+    assert result.stop.kind is StopKind.EXIT_HYPERCALL, (result.stop, stops)
+    assert machine.vcpu.starts > 10, "the guest was not stopped often enough to test anything"
