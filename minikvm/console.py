@@ -238,13 +238,14 @@ class GuestOutput:
         mux.remember(data)
         if self._label:
             owner = mux.open_line
+            ended = b""
             if owner is not None and owner is not self:
                 # Another guest's unfinished line is on the screen: end it there.
-                mux.write(b"\n", False)
+                ended = b"\n"
                 owner._at_line_start = True
-            data = self._decorate(data)
+            data = ended + self._decorate(data)
             mux.open_line = None if self._at_line_start else self
-        mux.write(data, now)
+        mux.write(data, now)  # one write: a wait for the backlog must not fall between the two
 
     def _decorate(self, data: bytes) -> bytes:
         out = bytearray()
