@@ -81,7 +81,7 @@ class OutputMux:
         for sink in self.sinks:
             sink.flush_if_idle(now)
         with self.lock:
-            self._write_soon()
+            self.write_soon()
 
     def write(self, data: bytes, now: bool) -> None:
         """Queue bytes (the caller holds `lock`); `now`: write them at once, not with the next batch.
@@ -92,7 +92,7 @@ class OutputMux:
         self._queue.append(data)
         self._queued += len(data)
         if now or self._queued >= WRITE_NOW_BYTES:
-            self._write_soon()
+            self.write_soon()
         while self._queued > OUTPUT_BACKLOG and not self.closed and self._wait():
             pass
 
@@ -102,12 +102,12 @@ class OutputMux:
 
     def drain(self) -> None:
         """Wait until everything queued is written (the caller holds `lock`): our words come after the guests'."""
-        self._write_soon()
+        self.write_soon()
         while (self._queue or self._writing) and not self.closed and self._wait():
             pass
 
     def give_up(self) -> None:
-        """Ctrl-C: wait for a reader at most GIVE_UP_SECONDS more, then drop what it did not take."""
+        """Ctrl-C: wait for a reader at most GIVE_UP_SECONDS more; what it has not taken by then is lost."""
         with self.lock:
             if self._give_up_at is None:
                 self._give_up_at = time.monotonic() + GIVE_UP_SECONDS
@@ -124,7 +124,8 @@ class OutputMux:
         self._changed.wait(remaining)
         return True
 
-    def _write_soon(self) -> None:
+    def write_soon(self) -> None:
+        """Have the writer take the queue now (the caller holds `lock`)."""
         if not self._queue:
             return
         self._due = True
@@ -220,7 +221,7 @@ class GuestOutput:
         """Show everything written so far, an unfinished line too."""
         with self.mux.lock:
             self._flush_held()
-            self.mux._write_soon()
+            self.mux.write_soon()
         if self.log is not None:
             self.log.flush()
 
