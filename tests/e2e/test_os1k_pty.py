@@ -10,16 +10,11 @@ settings restored.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import re
-import select
-import subprocess
-import termios
-import time
 
 import pytest
 
+from ..ptysession import PtySession
 from .support import bundled_image, command
 
 pytestmark = pytest.mark.timeout(180)
@@ -27,74 +22,12 @@ pytestmark = pytest.mark.timeout(180)
 PROMPT = b"os1k> "
 
 
-class PtySession:
-    def __init__(self, args: list[str]) -> None:
-        self.master, self.slave = os.openpty()
-        self.before = termios.tcgetattr(self.slave)
-        self.proc = subprocess.Popen(
-            args, stdin=self.slave, stdout=self.slave, stderr=self.slave,
-            start_new_session=True, preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
-        self.output = b""
-        self.mark = 0  # read_until looks at the output after this point
-
-    def explain(self) -> str:
-        return f"terminal output so far:\n{self.output.decode(errors='replace')}"
-
-    def read_until(self, needle: bytes, timeout: float = 60) -> bytes:
-        """Wait for `needle` after the mark; move the mark past it; return what came before it."""
-        deadline = time.monotonic() + timeout
-        while needle not in self.output[self.mark:] and time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self._read(0)
-                break
-            self._read(0.05)
-        at = self.output.find(needle, self.mark)
-        assert at >= 0, f"{needle!r} never appeared\n" + self.explain()
-        seen, self.mark = self.output[self.mark:at], at + len(needle)
-        return seen
-
-    def _read(self, wait: float) -> None:
-        ready, _, _ = select.select([self.master], [], [], wait)
-        if ready:
-            try:
-                self.output += os.read(self.master, 4096)
-            except OSError:
-                pass
-
-    def raw_mode_active(self) -> bool:
-        return not termios.tcgetattr(self.slave)[3] & (termios.ICANON | termios.ECHO)
-
-    def type(self, keys: bytes) -> None:
-        os.write(self.master, keys)
-
-    def finish(self, timeout: float = 30) -> int:
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            self._read(0.05)
-        self._read(0)
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail("minikvm did not exit\n" + self.explain())
-        return self.proc.returncode
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        os.close(self.master)
-        os.close(self.slave)
-
-
 def test_interactive_session_on_a_terminal(kvm_required: None) -> None:
     image = bundled_image("os1k")
     s = PtySession([command("minikvm"), "run", "--mode", "paging", str(image), "--timeout", "150"])
     try:
         s.read_until(PROMPT)
-        deadline = time.monotonic() + 10
-        while not s.raw_mode_active() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert s.raw_mode_active(), "raw mode was never entered\n" + s.explain()
+        assert s.wait_raw(), "raw mode was never entered\n" + s.explain()
 
         # Type a wrong digit, erase it with Backspace (DEL), run 3 (echo); Enter is CR.
         s.type(b"9\x7f3\r")
@@ -142,7 +75,7 @@ def test_interactive_session_on_a_terminal(kvm_required: None) -> None:
         assert s.finish() == 0, s.explain()
         assert re.search(rb"\[os\] power off after \d+ ticks", s.output), s.explain()
         assert b"exit hypercall" in s.output, s.explain()
-        assert termios.tcgetattr(s.slave) == s.before, "terminal settings were not restored"
+        assert s.restored(), "terminal settings were not restored"
         assert b"Traceback" not in s.output, s.explain()
     finally:
         s.close()

@@ -10,7 +10,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,78 +140,3 @@ def interrupt_after(args: list[str], run_for: float, sig: int = signal.SIGINT, r
             os.close(stdin_w)
         err.seek(0)
         return Interrupted(argv, status, seconds, count[0], err.read())
-
-
-class PtyRun:
-    """A command on a fresh pseudo-terminal that is its controlling terminal (Ctrl-C there is SIGINT)."""
-
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None,
-                 preexec: Callable[[], None] | None = None) -> None:
-        import fcntl
-        import termios
-
-        self.argv = argv
-        self.master, self.slave = os.openpty()
-        self.before = termios.tcgetattr(self.slave)
-
-        def setup() -> None:
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-            if preexec is not None:
-                preexec()
-
-        self.proc = subprocess.Popen(argv, stdin=self.slave, stdout=self.slave, stderr=self.slave,
-                                     start_new_session=True, preexec_fn=setup, env=env,
-                                     close_fds=preexec is None)
-        self.output = b""
-
-    def _read(self, wait: float) -> None:
-        ready, _, _ = select.select([self.master], [], [], wait)
-        if ready:
-            try:
-                self.output += os.read(self.master, 65536)
-            except OSError:
-                pass
-
-    def wait_raw(self, timeout: float = 10) -> bool:
-        """Wait until the terminal is in raw mode (minikvm's guests are running); False if never."""
-        import termios
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            if not termios.tcgetattr(self.slave)[3] & (termios.ICANON | termios.ECHO):
-                return True
-            self._read(0.02)
-        return False
-
-    def finish(self, timeout: float = 10) -> int | None:
-        """Wait for the exit (reading the output); None if it did not exit in time (then it is killed)."""
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            self._read(0.05)
-        self._read(0)
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-            return None
-        return self.proc.returncode
-
-    def restored(self) -> bool:
-        import termios
-
-        return termios.tcgetattr(self.slave) == self.before
-
-    def session_processes(self) -> list[int]:
-        """Processes still in the command's session (the command's own children, say)."""
-        left = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    if os.getsid(int(entry)) == self.proc.pid:
-                        left.append(int(entry))
-                except OSError:
-                    pass
-        return left
-
-    def close(self) -> None:
-        os.close(self.master)
-        os.close(self.slave)

@@ -29,9 +29,10 @@ from pathlib import Path
 
 import pytest
 
+from ..ptysession import PtySession
 from .guests import FLOOD, assemble
 from .randguest import kvm_can_run
-from .support import REPO, PtyRun, minikvm_command
+from .support import REPO, minikvm_command
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -153,7 +154,7 @@ def test_vms_running_out_of_file_descriptors_part_way(kvm_required: None, tmp_pa
 def test_running_out_of_descriptors_on_a_terminal_restores_it(kvm_required: None, tmp_path: Path) -> None:
     path = image(tmp_path, "hlt.bin", HLT)
     for count in range(30, 55, 4):
-        session = PtyRun([minikvm_command(), "run", "--accel", "kvm", *[path] * 8], preexec=occupy_fds(count))
+        session = PtySession([minikvm_command(), "run", "--accel", "kvm", *[path] * 8], preexec=occupy_fds(count))
         try:
             status = session.finish(timeout=30)
             assert status is not None, f"{count}: minikvm did not exit: {session.output[-500:]!r}"
@@ -183,10 +184,10 @@ def test_stdout_on_a_full_device(accel: str, tmp_path: Path) -> None:
 # --- internal errors --------------------------------------------------------------------------------
 
 
-def inject(place: str, args: list[str]) -> PtyRun:
+def inject(place: str, args: list[str]) -> PtySession:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("MINIKVM_DEBUG", None)
-    return PtyRun([sys.executable, "-m", "tests.robustness.inject", place, *args], env=env)
+    return PtySession([sys.executable, "-m", "tests.robustness.inject", place, *args], env=env)
 
 
 @pytest.mark.parametrize("place", ["tick", "device", "report"])
