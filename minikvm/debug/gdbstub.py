@@ -227,21 +227,20 @@ def parse_memory_read(args: bytes) -> tuple[int, int]:
 
 def parse_memory_write(args: bytes) -> tuple[int, bytes]:
     """'addr,length:XX…' (M)."""
-    where, data = _split(args, b":", 2, "M")
-    addr, length = parse_memory_read(where)
-    values = parse_hex_bytes(data)
-    if len(values) != length:
-        raise PacketError(EINVAL, f"M: {len(values)} bytes of data for length {length}")
-    return addr, values
+    return _parse_write(args, "M", parse_hex_bytes)
 
 
 def parse_binary_write(args: bytes) -> tuple[int, bytes]:
     """'addr,length:binary' (X); the data is escaped."""
-    where, data = _split(args, b":", 2, "X")
+    return _parse_write(args, "X", unescape)
+
+
+def _parse_write(args: bytes, command: str, decode: Callable[[bytes], bytes]) -> tuple[int, bytes]:
+    where, data = _split(args, b":", 2, command)
     addr, length = parse_memory_read(where)
-    values = unescape(data)
+    values = decode(data)
     if len(values) != length:
-        raise PacketError(EINVAL, f"X: {len(values)} bytes of data for length {length}")
+        raise PacketError(EINVAL, f"{command}: {len(values)} bytes of data for length {length}")
     return addr, values
 
 

@@ -561,17 +561,18 @@ def fd_count() -> int:
 
 def rss_bytes(pid: int | str = "self") -> int:
     """Resident set size now (VmRSS), in bytes."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    return _status_bytes(pid, "VmRSS:")
 
 
 def peak_rss_bytes(pid: int | str = "self") -> int:
+    """The highest resident set size so far (VmHWM), in bytes."""
+    return _status_bytes(pid, "VmHWM:")
+
+
+def _status_bytes(pid: int | str, field: str) -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 return int(line.split()[1]) * 1024
     return 0
 
