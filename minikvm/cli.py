@@ -437,7 +437,6 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
         screens.finish()
         say("".join(held))
         _leave_screens(machines, screens, args, say)
-        drain_output(None)
     stops = [r.stop for r in results]
     if mux.closed and not any(stop.kind is StopKind.OUTPUT_FAILED for stop in stops):
         # The guests had finished by the time their output failed to be written: it still counts.
