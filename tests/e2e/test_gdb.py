@@ -252,8 +252,7 @@ def test_attach_interrupt_detach_and_kill(tmp_path: Path, accel: str) -> None:
 
 
 def _garbage(rng: random.Random) -> bytes:
-    """One malformed, truncated or unexpected piece of a packet stream. Never a kill, nor anything
-    that legitimately changes the guest (a memory or register write, a resume at an address)."""
+    """One malformed, truncated or unexpected piece of a packet stream (`Framing` then vets it)."""
     commands = [b"?", b"g", b"p", b"m", b"Z", b"z", b"H", b"T", b"vCont", b"vCont?", b"qXfer:features:read:",
                 b"qSupported:", b"qThreadExtraInfo,", b"qfThreadInfo", b"Q", b"q", b"v", b"D"]
     kind = rng.randrange(7)
@@ -273,22 +272,61 @@ def _garbage(rng: random.Random) -> bytes:
     return b"$%s#%02x" % (payload, sum(payload) & 0xFF)  # well formed, nonsense arguments
 
 
-# A known, open bug (issue 6's note): in about a third of full `make test` runs from a clean clone, and in
-# none of 1,160 runs of this test alone, the software CPU's guest had left its `jmp $` by the time gdb
-# attached (EIP 0x151d5 and 0x135af: running through zeroed memory). The cause is not found yet.
-KNOWN_ESCAPE = pytest.mark.xfail(strict=False, reason="the software CPU's guest sometimes leaves its jmp $ under "
-                                 "the packet fuzz (cause not found)")
+# Packets that legitimately change the guest: a resume at an address (c/s/C/S addr), a register or
+# memory write, a kill or restart, a file or process operation.
+_CHANGES_THE_GUEST = (b"c", b"C", b"s", b"S", b"G", b"P", b"M", b"X", b"k", b"R", b"r", b"A", b"i", b"I", b"W",
+                      b"!", b"vKill", b"vRun", b"vAttach", b"vFile", b"vFlash", b"vStopped", b"}")
 
 
-@pytest.mark.parametrize("accel", [pytest.param(name, marks=KNOWN_ESCAPE) if name == "emu" else name
-                                   for name in ACCELERATORS])
+class Framing:
+    """The packets a stream completes, found the way the protocol frames them, to keep the fuzz honest.
+
+    Garbage can still hold a valid packet: a '$' among the arguments starts a new packet, whose
+    checksum then matches once in 256 (seen: `$qXfer:features:read:-$c5#98` resumed the guest at 5,
+    so it ran off into zeroed memory). A stub that obeys it is right; the fuzz must not send it.
+    From each '$' to the first '#' after it is a candidate, so a stub that starts afresh at every
+    '$' and one that does not are both covered."""
+
+    def __init__(self) -> None:
+        self.pending = b""  # from the first '$' whose packet is not complete yet
+
+    def harmless(self, piece: bytes) -> bool:
+        """Would sending `piece` complete no packet that changes the guest? If so, it counts as sent."""
+        data = self.pending + piece
+        keep = len(data)
+        start = data.find(b"$")
+        while start != -1:
+            end = data.find(b"#", start)
+            if end == -1 or end + 3 > len(data):
+                keep = min(keep, start)
+            elif end + 3 > len(self.pending):  # this piece completes it
+                payload = data[start + 1:end]
+                valid = data[end + 1:end + 3].lower() == b"%02x" % (sum(payload) & 0xFF)
+                if valid and payload.startswith(_CHANGES_THE_GUEST):
+                    return False
+            start = data.find(b"$", start + 1)
+        self.pending = data[keep:]
+        return True
+
+
+def test_the_fuzz_never_sends_what_changes_the_guest() -> None:
+    framing = Framing()
+    assert framing.harmless(b"$qXfer:features:read:-") and not framing.harmless(b"$c5#98")  # the piece seen
+    assert not Framing().harmless(b"$qXfer:features:read:-$c5#98")
+    assert Framing().harmless(b"$qXfer:features:read:-$c5#99")  # a wrong checksum: the stub ignores it
+    framing = Framing()
+    assert framing.harmless(b"$M0,1:") and framing.harmless(b"90#")
+    assert not framing.harmless(b"7d")  # completed across three pieces
+    assert Framing().harmless(b"$m0,1#fa$g#67") and Framing().harmless(b"$c")
+
+
+@pytest.mark.parametrize("accel", ACCELERATORS)
 def test_ten_thousand_malformed_packets_and_abrupt_disconnects(tmp_path: Path, gdb: str, accel: str) -> None:
     allowed(accel, Mode.REAL)
     spin = tmp_path / "spin.bin"
     spin.write_bytes(SPIN)
     vm = Minikvm(tmp_path, "--accel", accel, "--timeout", "150", str(spin))
     rng = random.Random(1234)
-    started = time.monotonic()
     sent = 0
     while sent < 10_000:
         sock = socket.create_connection(("127.0.0.1", vm.port), timeout=10)
@@ -304,9 +342,13 @@ def test_ten_thousand_malformed_packets_and_abrupt_disconnects(tmp_path: Path, g
 
         reader = threading.Thread(target=drain, daemon=True)
         reader.start()
+        framing = Framing()
         for _ in range(rng.randrange(50, 800)):
+            piece = _garbage(rng)
+            if not framing.harmless(piece):
+                continue
             try:
-                sock.sendall(_garbage(rng))
+                sock.sendall(piece)
             except OSError:
                 break
             sent += 1
@@ -318,8 +360,6 @@ def test_ten_thousand_malformed_packets_and_abrupt_disconnects(tmp_path: Path, g
         sock.close()  # abruptly: no detach
         reader.join(10)
         assert vm.proc.poll() is None, describe(vm.finish(1))
-    elapsed = time.monotonic() - started
-    assert elapsed < 120, f"{sent} packets took {elapsed:.0f} s"
     # The guest and the stub are fine: a real gdb attaches, steps the jmp $, and kills it.
     text = run_gdb(gdb, None, vm.port, "set architecture i8086", "p/x $eip", "stepi", "p/x $eip", "kill")
     proc = vm.finish()
