@@ -8,7 +8,7 @@
 // polling serial driver sends it: wait for THRE in the line status
 // register, then write the transmit holding register.  No hypercall.
 
-#include "abi.h"
+#include "real16.h"
 
     .code16
     .text
@@ -29,20 +29,5 @@ done:
     hlt
     jmp     done                    // never resumed with IF=0; halt again if it is
 
-// uart_putc: send AL through COM1.  Preserves every register.
-// (The stack is the VMM's SS:SP = 0:0; the first push wraps to 0xFFFE.)
-uart_putc:
-    push    %ax
-    push    %dx
-    mov     %al, %ah                // keep the byte: IN overwrites AL
-    mov     $COM1_LSR, %dx
-wait_thre:
-    in      %dx, %al
-    test    $LSR_THRE, %al          // transmitter ready for another byte?
-    jz      wait_thre
-    mov     %ah, %al
-    mov     $COM1_THR, %dx
-    out     %al, %dx
-    pop     %dx
-    pop     %ax
-    ret
+// The console routine (real16.h). The stack is the VMM's SS:SP = 0:0: its first push wraps to 0xFFFE.
+    UART_PUTC

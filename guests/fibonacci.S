@@ -6,7 +6,7 @@
 // Ends: HLT (interrupts are off).
 // Output goes through the PUTCHAR hypercall.
 
-#include "abi.h"
+#include "real16.h"
 
 #define COUNT 15                    /* how many numbers: F0 .. F(COUNT-1) */
 
@@ -45,63 +45,10 @@ done:
     hlt
     jmp     done                    // never resumed with IF=0; halt again if it is
 
-// puts: print the NUL-terminated string at DS:SI.  Preserves every register.
-puts:
-    push    %ax
-    push    %si
-puts_next:
-    lodsb
-    test    %al, %al
-    jz      puts_done
-    call    putchar
-    jmp     puts_next
-puts_done:
-    pop     %si
-    pop     %ax
-    ret
-
-// print_dec: print AX as an unsigned decimal number.  Preserves every register.
-// Division yields the digits least significant first, so they are pushed
-// and then popped back in printing order.
-print_dec:
-    push    %ax
-    push    %bx
-    push    %cx
-    push    %dx
-    mov     $10, %bx
-    xor     %cx, %cx                // CX = number of digits pushed
-split:
-    xor     %dx, %dx
-    div     %bx                     // AX = DX:AX / 10, DX = the last digit
-    push    %dx
-    inc     %cx
-    test    %ax, %ax
-    jnz     split
-emit:
-    pop     %ax
-    add     $'0', %al
-    call    putchar
-    loop    emit
-    pop     %dx
-    pop     %cx
-    pop     %bx
-    pop     %ax
-    ret
-
-// putchar: write AL to the console with the PUTCHAR hypercall.
-// Preserves every register (the VMM never changes them on a hypercall).
-putchar:
-    push    %ax
-    push    %bx
-    push    %dx
-    mov     %al, %bl                // argument: the byte, in BL
-    mov     $HC_PUTCHAR, %al        // number: in AL
-    mov     $HC_PORT, %dx
-    out     %al, %dx
-    pop     %dx
-    pop     %bx
-    pop     %ax
-    ret
+// The console routines (real16.h).
+    PUTS putchar
+    PRINT_DEC putchar
+    PUTCHAR_HYPERCALL
 
     .section .rodata
 title:

@@ -16,7 +16,7 @@
 // MUL and DIV claim AX and DX and 16-bit addressing only indexes with BX, SI
 // and DI; the loops read like the formulas that way.  Speed does not matter.
 
-#include "abi.h"
+#include "real16.h"
 
 #define N 8                         /* matrix order */
 
@@ -153,63 +153,10 @@ offset_of:
     shl     $1, %bx                 // * 2 bytes per word
     ret
 
-// puts: print the NUL-terminated string at DS:SI.  Preserves every register.
-puts:
-    push    %ax
-    push    %si
-puts_next:
-    lodsb
-    test    %al, %al
-    jz      puts_done
-    call    putchar
-    jmp     puts_next
-puts_done:
-    pop     %si
-    pop     %ax
-    ret
-
-// print_dec: print AX as an unsigned decimal number.  Preserves every register.
-// Division yields the digits least significant first, so they are pushed
-// and then popped back in printing order.
-print_dec:
-    push    %ax
-    push    %bx
-    push    %cx
-    push    %dx
-    mov     $10, %bx
-    xor     %cx, %cx                // CX = number of digits pushed
-split:
-    xor     %dx, %dx
-    div     %bx                     // AX = DX:AX / 10, DX = the last digit
-    push    %dx
-    inc     %cx
-    test    %ax, %ax
-    jnz     split
-emit:
-    pop     %ax
-    add     $'0', %al
-    call    putchar
-    loop    emit
-    pop     %dx
-    pop     %cx
-    pop     %bx
-    pop     %ax
-    ret
-
-// putchar: write AL to the console with the PUTCHAR hypercall.
-// Preserves every register (the VMM never changes them on a hypercall).
-putchar:
-    push    %ax
-    push    %bx
-    push    %dx
-    mov     %al, %bl                // argument: the byte, in BL
-    mov     $HC_PUTCHAR, %al        // number: in AL
-    mov     $HC_PORT, %dx
-    out     %al, %dx
-    pop     %dx
-    pop     %bx
-    pop     %ax
-    ret
+// The console routines (real16.h).
+    PUTS putchar
+    PRINT_DEC putchar
+    PUTCHAR_HYPERCALL
 
     .section .rodata
 title:

@@ -8,7 +8,7 @@
 // Every product is computed with MUL and printed by a decimal routine;
 // output goes through the PUTCHAR hypercall.
 
-#include "abi.h"
+#include "real16.h"
 
     .code16
     .text
@@ -53,45 +53,6 @@ halt:
     hlt                             // not reached under a correct VMM
     jmp     halt
 
-// print_dec: print AX as an unsigned decimal number.  Preserves every register.
-// Division yields the digits least significant first, so they are pushed
-// and then popped back in printing order.
-print_dec:
-    push    %ax
-    push    %bx
-    push    %cx
-    push    %dx
-    mov     $10, %bx
-    xor     %cx, %cx                // CX = number of digits pushed
-split:
-    xor     %dx, %dx
-    div     %bx                     // AX = DX:AX / 10, DX = the last digit
-    push    %dx
-    inc     %cx
-    test    %ax, %ax
-    jnz     split
-emit:
-    pop     %ax
-    add     $'0', %al
-    call    putchar
-    loop    emit
-    pop     %dx
-    pop     %cx
-    pop     %bx
-    pop     %ax
-    ret
-
-// putchar: write AL to the console with the PUTCHAR hypercall.
-// Preserves every register (the VMM never changes them on a hypercall).
-putchar:
-    push    %ax
-    push    %bx
-    push    %dx
-    mov     %al, %bl                // argument: the byte, in BL
-    mov     $HC_PUTCHAR, %al        // number: in AL
-    mov     $HC_PORT, %dx
-    out     %al, %dx
-    pop     %dx
-    pop     %bx
-    pop     %ax
-    ret
+// The console routines (real16.h).
+    PRINT_DEC putchar
+    PUTCHAR_HYPERCALL

@@ -8,7 +8,7 @@
 // Same table code as "multiplication", but only for 2, and the bytes go out
 // through the UART (poll LSR.THRE, write THR) instead of a hypercall.
 
-#include "abi.h"
+#include "real16.h"
 
     .code16
     .text
@@ -44,47 +44,6 @@ done:
     hlt
     jmp     done                    // never resumed with IF=0; halt again if it is
 
-// print_dec: print AX as an unsigned decimal number.  Preserves every register.
-// Division yields the digits least significant first, so they are pushed
-// and then popped back in printing order.
-print_dec:
-    push    %ax
-    push    %bx
-    push    %cx
-    push    %dx
-    mov     $10, %bx
-    xor     %cx, %cx                // CX = number of digits pushed
-split:
-    xor     %dx, %dx
-    div     %bx                     // AX = DX:AX / 10, DX = the last digit
-    push    %dx
-    inc     %cx
-    test    %ax, %ax
-    jnz     split
-emit:
-    pop     %ax
-    add     $'0', %al
-    call    uart_putc
-    loop    emit
-    pop     %dx
-    pop     %cx
-    pop     %bx
-    pop     %ax
-    ret
-
-// uart_putc: send AL through COM1.  Preserves every register.
-uart_putc:
-    push    %ax
-    push    %dx
-    mov     %al, %ah                // keep the byte: IN overwrites AL
-    mov     $COM1_LSR, %dx
-wait_thre:
-    in      %dx, %al
-    test    $LSR_THRE, %al          // transmitter ready for another byte?
-    jz      wait_thre
-    mov     %ah, %al
-    mov     $COM1_THR, %dx
-    out     %al, %dx
-    pop     %dx
-    pop     %ax
-    ret
+// The console routines (real16.h).
+    PRINT_DEC uart_putc
+    UART_PUTC
