@@ -177,8 +177,9 @@ class EmuVcpu:
         # real mode): the loaders put matching descriptors there.
         for name, reg in _SEGMENT_IDS.items():
             uc.reg_write(reg, getattr(sregs, name).selector)
-        if self._pending_regs is not None:
-            self.set_regs(self._pending_regs)
+        if self._pending_regs is not None:  # once: a later set_sregs must not bring back the boot registers
+            regs, self._pending_regs = self._pending_regs, None
+            self.set_regs(regs)
 
     def get_sregs(self) -> uapi.kvm_sregs:
         sregs = uapi.kvm_sregs()
