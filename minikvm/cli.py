@@ -315,10 +315,8 @@ def _sigterm(signum: int, frame: object) -> None:
 def run_guests(specs: list, args: argparse.Namespace) -> int:
     from .accel import choose
     from .console import GuestOutput, Keyboard, OutputMux
-    from .debug.explain import explain
-    from .debug.report import stop_line
+    from .debug.report import EXPLAINED, stop_line, stop_report
     from .debug.stats import stats_report
-    from .debug.trace import trace_lines
     from .devices.input import InputBuffer
     from .kvm.system import Kvm
     from .machine import Machine, MachineConfig, RunResult, run_machines
@@ -404,8 +402,16 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
         def report(result: RunResult) -> None:
             index = [m.name for m in machines].index(result.name)
             outputs[index].flush()
-            lines = [stop_line(result), *explain(machines[index], result, lambda: _symbols_for(specs[index], args))]
+            lines = [stop_line(result)]
+            if result.stop.kind in EXPLAINED:  # the explainer (capstone, page walks) only where it has work
+                from .debug.explain import explain
+
+                lines += explain(machines[index], result, lambda: _symbols_for(specs[index], args))
+            else:
+                lines += stop_report(result)
             if args.trace:
+                from .debug.trace import trace_lines
+
                 symbols = _symbols_for(specs[index], args)
                 lines += trace_lines(machines[index], symbols.describe if symbols is not None else None)
             if args.stats:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,8 @@ DEFAULT_GUEST = "os1k"
 
 class UnknownGuestError(MinikvmError):
     def __init__(self, name: str) -> None:
+        import difflib  # only to suggest names: kept off the start-up path
+
         self.name = name
         close = difflib.get_close_matches(name, [g.name for g in BUNDLED], n=3)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else \

@@ -23,14 +23,11 @@ from ..machine import CpuSnapshot, Machine, RunResult
 from ..stop import StopKind
 from .disasm import bits_for
 from .dump import register_dump
-from .report import RESET_STATE
+from .report import EXPLAINED, RESET_STATE
 from .symbols import SymbolTable
 
 if TYPE_CHECKING:  # the software CPU's module pulls in Unicorn: not needed to import this one
     from ..emu.delivery import ChainLink
-
-EXPLAINED = {StopKind.TRIPLE_FAULT, StopKind.INTERNAL_ERROR, StopKind.FAIL_ENTRY, StopKind.UNKNOWN_HYPERCALL,
-             StopKind.ACCEL_ERROR, StopKind.UNHANDLED_EXIT}
 
 PRIVILEGED = {"hlt", "cli", "sti", "lgdt", "lidt", "lldt", "ltr", "lmsw", "clts", "invd", "wbinvd", "invlpg",
               "rdmsr", "wrmsr", "in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd", "iretd"}

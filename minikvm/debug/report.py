@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from ..machine import RunResult
+from ..stop import StopKind
 from .disasm import bits_for, describe_instruction
 from .dump import register_dump
+
+# The stops debug/explain.py explains (the others get the plain stop_report).
+EXPLAINED = {StopKind.TRIPLE_FAULT, StopKind.INTERNAL_ERROR, StopKind.FAIL_ENTRY, StopKind.UNKNOWN_HYPERCALL,
+             StopKind.ACCEL_ERROR, StopKind.UNHANDLED_EXIT}
 
 RESET_STATE = ("the registers read after the shutdown are the CPU's reset state (RIP=0xfff0, "
                "CS=0xf000): this host re-initialises the vCPU after a triple fault, so the fault "
