@@ -53,5 +53,7 @@ def test_segment_from_descriptor_marks_accessed_and_sizes() -> None:
         encode_descriptor(0, 0xFFFFF, ACCESS_CODE_RING0, FLAGS_32BIT_4K)))
     assert seg.type == 0xB and seg.db and seg.g and not seg.l and seg.limit == 0xFFFFFFFF
     assert "32-bit" in seg.describe() and "code" in seg.describe()
+    tss = Segment.from_descriptor(0x28, decode_descriptor(encode_descriptor(0x1000, 0x67, 0x8B, 0)))
+    assert " TSS (busy) dpl=0" in tss.describe() and "-bit" not in tss.describe()  # D/B means nothing here
     real = Segment.real_mode(0x1234)
     assert real.base == 0x12340 and real.limit == 0xFFFF

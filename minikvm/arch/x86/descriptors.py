@@ -74,6 +74,12 @@ def decode_descriptor(raw: bytes) -> Descriptor:
     return Descriptor(base, limit, (high >> 8) & 0xFF, (high >> 20) & 0xF)
 
 
+# Segment types of system descriptors (SDM vol. 3A, table 3-2). Types 9 and 11 are 32-bit TSSs, or
+# 64-bit ones in IA-32e mode: the segment alone cannot tell which.
+SYSTEM_TYPES = {0x1: "16-bit TSS (available)", 0x2: "LDT", 0x3: "16-bit TSS (busy)", 0x9: "TSS (available)",
+                0xB: "TSS (busy)"}
+
+
 @dataclass(frozen=True)
 class Segment:
     """A segment register's hidden state, as KVM and the CPU hold it."""
@@ -109,11 +115,13 @@ class Segment:
         """One line for register dumps."""
         if self.unusable:
             return f"{self.selector:#06x} (unusable)"
-        kind = ("code" if self.type & 0x8 else "data") if self.s else f"system type {self.type:#x}"
-        size = "64-bit" if self.l else ("32-bit" if self.db else "16-bit")
+        if self.s:
+            kind = "code" if self.type & 0x8 else "data"
+            kind += " 64-bit" if self.l else (" 32-bit" if self.db else " 16-bit")
+        else:  # D/B and L mean nothing here: the type says it all
+            kind = SYSTEM_TYPES.get(self.type, f"system type {self.type:#x}")
         present = "" if self.present else " NOT PRESENT"
-        return (f"{self.selector:#06x} base={self.base:#x} limit={self.limit:#x} {kind} "
-                f"{size} dpl={self.dpl}{present}")
+        return f"{self.selector:#06x} base={self.base:#x} limit={self.limit:#x} {kind} dpl={self.dpl}{present}"
 
 
 def null_segment() -> Segment:
