@@ -143,6 +143,8 @@ class RunLoop:
         return self.stop
 
     def _handle(self, exit: Exit) -> None:
+        if type(exit) is InterruptedExit and self.stop is not None:
+            return  # the run only ended because the guest is stopped: not an exit of the guest's
         self.stats.exits += 1
         self.stats.by_reason[type(exit).__name__] += 1
         self._drain_coalesced()
@@ -157,10 +159,14 @@ class RunLoop:
         if reason is not None:
             self.request_stop(reason)
 
-    def _inline(self, exit: Exit) -> None:
-        started = time.perf_counter()
-        self._handle(exit)
-        self._inline_seconds += time.perf_counter() - started
+    def _inline(self, exit: Exit) -> bool:
+        """An exit the software CPU dispatches from inside its slice. True: the guest is stopped, and
+        nothing after this instruction may run (nor reach a device, once it is stopped already)."""
+        if self.stop is None:
+            started = time.perf_counter()
+            self._handle(exit)
+            self._inline_seconds += time.perf_counter() - started
+        return self.stop is not None
 
     def _drain_coalesced(self) -> None:
         # Writes KVM buffered without exiting happened before this exit: play

@@ -6,6 +6,11 @@ Port I/O and MMIO are handled inline, inside Unicorn's hooks, through the
 instruction completes, as on KVM. `run()` returns only for what needs the
 loop: HLT, a triple fault, a stop request.
 
+A stop asked for inside an I/O hook (EXIT, a reset) cannot end the slice at
+once: Unicorn runs the translated block to its end. So the vCPU freezes
+there: later I/O in the block reaches no device, and the registers are put
+back as they were after the stopping instruction once the slice is over.
+
 Interrupts: when the machine attaches an interrupt controller and a timer,
 the slice ends at the timer's next deadline, and a pending vector is
 delivered through the guest's IVT/IDT before the next slice (IF=1). HLT
@@ -125,7 +130,8 @@ class EmuVcpu:
         self.vm = vm
         self.uc: Uc | None = None
         self.regs: RegisterFile | None = None
-        self.inline_exit: Callable[[Exit], None] | None = None  # set by the run loop
+        self.inline_exit: Callable[[Exit], bool] | None = None  # set by the run loop; True: the guest stopped
+        self._frozen: uapi.kvm_regs | None = None  # the registers at the I/O instruction that stopped the guest
         self.interrupts: InterruptController | None = None
         self.timer: Timer | None = None
         self.chain: list[ChainLink] = []  # the exception chain, for stop reports
@@ -310,12 +316,19 @@ class EmuVcpu:
                 self.slicer.end(0.0)
                 continue
             self.starts += 1
+            failure = None
             try:
                 uc.emu_start(self._begin_address(), _UNREACHABLE)
             except UcError as err:
-                return self._engine_error(err)
+                failure = err
             finally:
                 stopped = self.slicer.end(time.monotonic())
+            if self._frozen is not None:  # stopped at an I/O instruction: what ran after it never happened
+                regs.from_kvm(self._frozen)
+                self._frozen = None
+                continue  # the stop is requested: the top of the loop returns
+            if failure is not None:
+                return self._engine_error(failure)
             if self._result is not None or self._stop_requested or self._restart:
                 self._restart = False
                 continue
@@ -409,19 +422,45 @@ class EmuVcpu:
 
     def _exit(self, exit: Exit) -> None:
         assert self.inline_exit is not None, "the run loop installs inline_exit before running"
-        self.inline_exit(exit)
-        if self._stop_requested:
+        if self.inline_exit(exit):
+            self._freeze(exit)
+            self._engine().emu_stop()
+        elif self._stop_requested:
             self._engine().emu_stop()
         elif self.timer is not None:  # the guest may have just programmed the timer: its deadline ends the slice
             deadline = self.timer.next_deadline()
             if deadline is not None:
                 self.slicer.end_by(deadline)
 
+    def _freeze(self, exit: Exit) -> None:
+        """The guest stopped at this I/O instruction: keep its registers as KVM leaves them (RIP past
+        an OUT, which completed; at an IN, which did not) for when the rest of the block has run."""
+        if self._frozen is not None:
+            return
+        regs = self.regs
+        assert regs is not None
+        self._frozen = regs.to_kvm()
+        if isinstance(exit, IoExit) and exit.is_write:
+            self._frozen.rip = self._after_instruction(self._frozen.rip)
+
+    def _after_instruction(self, ip: int) -> int:
+        sregs = self.get_sregs()
+        bits = 64 if sregs.cs.l and sregs.efer & EFER_LMA else 32 if sregs.cs.db and sregs.cr0 & CR0_PE else 16
+        try:
+            code = self.view.read(self.deliverer._code_linear(ip), 15)
+        except (VirtualAccessFault, DeliveryFault, UnsupportedDelivery, UcError, ValueError, OverflowError):
+            return ip
+        return next((ip + insn.size for insn in decoder(bits).disasm(code, ip, 1)), ip)
+
     def _on_out(self, uc: Uc, port: int, size: int, value: int, _: object) -> None:
+        if self._frozen is not None:
+            return
         self.io_rip = self.regs.ip  # type: ignore[union-attr]  # Unicorn calls I/O hooks at the instruction
         self._exit(IoExit(port, size, 1, True, value.to_bytes(size, "little")))
 
     def _on_in(self, uc: Uc, port: int, size: int, _: object) -> int:
+        if self._frozen is not None:
+            return 0
         self.io_rip = self.regs.ip  # type: ignore[union-attr]
         self._in_data = b""
         self._exit(IoExit(port, size, 1, False))
@@ -436,6 +475,8 @@ class EmuVcpu:
         self.unclaimed_mmio += 1
 
     def _on_interrupt(self, uc: Uc, vector: int, _: object) -> None:
+        if self._frozen is not None:
+            return  # after the stop: it never happened
         # INT3, INTO and INT n (n >= 32) are software interrupts (gate DPL is
         # checked); below 32 Unicorn reports CPU exceptions. An explicit
         # `int $13` is indistinguishable here and is treated as the exception.
@@ -462,6 +503,8 @@ class EmuVcpu:
         return True
 
     def _on_invalid(self, uc: Uc, _: object) -> bool:
+        if self._frozen is not None:
+            return False  # after the stop: Unicorn ends the slice with an error, which run() ignores
         self._deliver(Event(6))
         return True
 

@@ -12,7 +12,7 @@ import pytest
 from minikvm.arch.x86.state import Mode
 from minikvm.stop import StopKind
 
-from .harness import assemble, run_one, spec_for
+from .harness import ACCELERATORS, assemble, run_one, spec_for, symbol_address
 
 REAL = ".code16\n"
 
@@ -220,3 +220,35 @@ def test_a_stop_after_a_hlt_byte_is_not_a_halt_on_the_software_cpu(tmp_path: Pat
         machine.close()
     assert result.stop.kind is StopKind.EXIT_HYPERCALL, (result.stop, stops)
     assert machine.vcpu.starts > 10, "the guest was not stopped often enough to test anything"
+
+
+STOPPING_OUTS = {  # each ends the guest at the OUT labelled stop_here
+    "exit": (StopKind.EXIT_HYPERCALL, "mov $0x500, %dx\nmov $0, %al\nstop_here: out %al, %dx"),
+    "unknown-hypercall": (StopKind.UNKNOWN_HYPERCALL, "mov $0x500, %dx\nmov $0x7f, %al\nstop_here: out %al, %dx"),
+    "i8042-reset": (StopKind.RESET, "mov $0xfe, %al\nstop_here: out %al, $0x64"),
+    "port-0x92-reset": (StopKind.RESET, "mov $1, %al\nstop_here: out %al, $0x92"),
+    "debug-exit": (StopKind.DEBUG_EXIT, "mov $0, %al\nstop_here: out %al, $0xf4"),
+}
+
+
+@pytest.mark.parametrize("accel", ACCELERATORS)
+@pytest.mark.parametrize("kind", STOPPING_OUTS)
+def test_nothing_runs_after_the_out_that_stops_the_guest(tmp_path: Path, accel: str, kind: str) -> None:
+    """The software CPU runs a translated block to its end after an I/O hook asks for a stop: the
+    OUTs after the stopping one printed 'AC' there, and the report named the last of them."""
+    expected, stopping = STOPPING_OUTS[kind]
+    guest = real_guest(tmp_path, f"""
+        {stopping}
+        mov $0x500, %dx
+        mov $'A', %bl
+        mov $1, %al
+        out %al, %dx            # PUTCHAR 'A': must not happen
+        mov $0x3f8, %dx
+        mov $'C', %al
+        out %al, %dx            # 'C' through the UART: must not happen either
+        hlt
+    """)
+    outcome = run_one(spec_for(kind, guest, Mode.REAL), accel=accel)
+    assert outcome.result.stop.kind is expected, outcome.explain()
+    assert outcome.output == b"", outcome.explain()
+    assert outcome.result.stop.rip == symbol_address(tmp_path / "guest.elf", "stop_here"), outcome.explain()

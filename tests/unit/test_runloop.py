@@ -20,7 +20,7 @@ from minikvm.stop import StopKind
 
 
 class FakeVcpu:
-    """Replays a list of exits; records what the loop hands back to the 'CPU'."""
+    """Replays a list of exits (or calls that make one); records what the loop hands back to the 'CPU'."""
 
     def __init__(self, exits: list, rflags: int = 0x2) -> None:
         self.exits = list(exits)
@@ -31,7 +31,8 @@ class FakeVcpu:
         self.exit_requested = False
 
     def run(self):
-        return self.exits.pop(0)
+        exit = self.exits.pop(0)
+        return exit() if callable(exit) else exit
 
     def exit_regs(self) -> uapi.kvm_regs:
         return self.regs
@@ -141,6 +142,18 @@ def test_stop_request_from_a_device_ends_the_loop_and_first_reason_wins() -> Non
     assert vcpu.exit_requested
     assert loop.run().kind is StopKind.TIMEOUT
     assert vcpu.exits == [InterruptedExit(), HltExit()]  # the loop never entered the guest again
+
+
+def test_the_run_that_ends_only_because_of_a_stop_is_not_counted_as_an_exit() -> None:
+    from minikvm.stop import StopReason
+
+    def stop_while_running() -> InterruptedExit:  # a timeout lands, the vCPU is kicked out of its run
+        loop.request_stop(StopReason(StopKind.TIMEOUT, "timed out"))
+        return InterruptedExit()
+
+    loop, _, _ = make_loop([IoExit(0x3F8, 1, 1, True, b"A"), stop_while_running])
+    assert loop.run().kind is StopKind.TIMEOUT
+    assert loop.stats.exits == 1 and dict(loop.stats.by_reason) == {"IoExit": 1}
 
 
 def test_trace_gets_one_line_per_exit() -> None:
