@@ -45,7 +45,7 @@ from unicorn import (
 from ..arch.x86.cpustate import SEGMENT_NAMES, segment_to_kvm
 from ..arch.x86.decoder import engine as decoder
 from ..arch.x86.descriptors import Segment, decode_descriptor
-from ..arch.x86.registers import CR0_PE, EFER_LMA, MSR_EFER, RFLAGS_IF, RFLAGS_RF
+from ..arch.x86.registers import CR0_PE, CR0_PG, EFER_LMA, MSR_EFER, RFLAGS_IF, RFLAGS_RF
 from ..arch.x86.walk import Op
 from ..errors import MinikvmError
 from ..kvm import uapi
@@ -182,10 +182,24 @@ class EmuVcpu:
         # Unicorn loads hidden segment state from the GDT (or selector*16 in
         # real mode): the loaders put matching descriptors there.
         for name, reg in _SEGMENT_IDS.items():
-            uc.reg_write(reg, getattr(sregs, name).selector)
+            selector = getattr(sregs, name).selector
+            if sregs.cr0 & CR0_PG and selector & ~3:
+                self._check_descriptor_mapped(name, sregs.gdt.base + (selector & ~7), sregs.cr3)
+            uc.reg_write(reg, selector)
         if self._pending_regs is not None:  # once: a later set_sregs must not bring back the boot registers
             regs, self._pending_regs = self._pending_regs, None
             self.set_regs(regs)
+
+    def _check_descriptor_mapped(self, name: str, linear: int, cr3: int) -> None:
+        """Unicorn's segment load walks the page tables outside emulation, where a fault kills the
+        process (SIGSEGV): refuse a descriptor they do not map before it gets there."""
+        view = GuestView(self._engine())
+        for addr in (linear, linear + 7):
+            try:
+                view.physical(addr, False)
+            except VirtualAccessFault:
+                raise EmuError(f"the software CPU cannot load {name.upper()}: its descriptor at {linear:#x} "
+                               f"(the GDT) is not mapped by the page tables at CR3={cr3:#x}") from None
 
     def get_sregs(self) -> uapi.kvm_sregs:
         sregs = uapi.kvm_sregs()

@@ -179,6 +179,10 @@ CASES.update({
     "load-beyond-64-bits": Bad("minikvm", ("run", "--load", "0x10000000000000000", "hello"),
                                (r"--load", r"range|0x10000000000000000")),
     "cr0-zz": Bad("minikvm", ("run", "--cr0", "zz", "hello"), (r"--cr0", r"\bzz\b")),
+    # Paging on with no page tables: Unicorn's segment load would have died of SIGSEGV.
+    "cr0-paging-without-page-tables": Bad("minikvm", ("run", "--accel", "emu", "--mode", "protected", "--cr0",
+                                                      "0x80000011", "{tmp}/two.bin"),
+                                          (r"\bCS\b", r"not mapped by the page tables")),
     "timeout-nan": Bad("minikvm", ("run", "--timeout", "nan", "hello"), (r"--timeout", r"\bnan\b")),
     "timeout-infinite": Bad("minikvm", ("run", "--timeout", "inf", "hello"), (r"--timeout", r"\binf\b")),
     "timeout-overflow": Bad("minikvm", ("run", "--timeout", "1e999", "hello"), (r"--timeout", r"1e999")),
@@ -250,6 +254,23 @@ def mem_available() -> int:
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
     pytest.skip("/proc/meminfo has no MemAvailable")
+
+
+def test_paging_without_page_tables_on_kvm_is_a_reported_triple_fault(kvm_required: None, tmp_path: Path) -> None:
+    """KVM triple-faults; the explainer's replay on the software CPU must fail in words, not in SIGSEGV.
+    (Where KVM cannot run protected mode, the case above covers the software CPU alone.)"""
+    from minikvm.accel import AcceleratorError, choose
+    from minikvm.arch.x86.state import Mode
+
+    try:
+        choose("kvm", Mode.PROTECTED)
+    except AcceleratorError as err:
+        pytest.skip(str(err))
+    guest = tmp_path / "two.bin"
+    guest.write_bytes(b"\xf4\xf4")
+    proc = run("minikvm", "run", "--accel", "kvm", "--mode", "protected", "--cr0", "0x80000011", str(guest))
+    assert proc.returncode == 1 and "triple fault" in proc.stderr.decode(), describe(proc)
+    assert b"Traceback" not in proc.stderr, describe(proc)
 
 
 def test_more_guests_than_free_memory(tmp_path: Path) -> None:
