@@ -353,7 +353,7 @@ class EmuVcpu:
                 # HLT. If a HLT did come just before the stop, going on is what an interrupt does.
                 continue
             # Unicorn returned by itself: after HLT, with EIP past it.
-            if not regs.flags & RFLAGS_IF:
+            if not regs.flags & RFLAGS_IF or self.interrupts is None:  # nothing can ever wake it
                 return HltExit()
             self._sleep_until_interrupt()
 

@@ -252,3 +252,11 @@ def test_nothing_runs_after_the_out_that_stops_the_guest(tmp_path: Path, accel: 
     assert outcome.result.stop.kind is expected, outcome.explain()
     assert outcome.output == b"", outcome.explain()
     assert outcome.result.stop.rip == symbol_address(tmp_path / "guest.elf", "stop_here"), outcome.explain()
+
+
+@pytest.mark.parametrize("accel", ACCELERATORS)
+def test_hlt_with_interrupts_on_and_no_interrupt_source_stops(tmp_path: Path, accel: str) -> None:
+    """Nothing can wake it: both accelerators stop it at once (the software CPU used to sleep forever)."""
+    outcome = run_one(spec_for("stihlt", real_guest(tmp_path, "sti\nhlt\n"), Mode.REAL), accel=accel, timeout=10)
+    stop = outcome.result.stop
+    assert stop.kind is StopKind.HALT and "no interrupt source" in stop.message, outcome.explain()
