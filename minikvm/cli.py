@@ -603,8 +603,33 @@ def kvm_vmm_main(argv: list[str] | None = None) -> int:
     return _guarded(lambda: run_guests(build_specs(args, mode), args))
 
 
+def _hold_closed_standard_streams() -> list[str]:
+    """Put /dev/null where fd 0, 1 or 2 is closed, and name those that were.
+
+    A closed standard fd is handed out by the next open() (/dev/kvm, a log file), and whatever
+    then writes to "stdout" would write into that file. Closed stdin is simply no input; closed
+    stderr loses the messages but not the exit status."""
+    closed = []
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            closed.append(name)
+        null = os.open(os.devnull, os.O_RDWR)  # the lowest free fd: this one, as the lower ones are open
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        setattr(sys, name, open(fd, mode, closefd=False, buffering=1 if name == "stderr" else -1))  # noqa: SIM115 (for the whole run)
+    return closed
+
+
 def _exit_with(status: Callable[[], int]) -> NoReturn:
+    closed = _hold_closed_standard_streams()
     try:
+        if "stdout" in closed:
+            _fail("standard output is closed: what minikvm prints would be lost (redirect it to /dev/null "
+                  "to discard it)")
         code = status()
         sys.stdout.flush()
     except BrokenPipeError:

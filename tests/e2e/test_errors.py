@@ -273,6 +273,31 @@ def test_paging_without_page_tables_on_kvm_is_a_reported_triple_fault(kvm_requir
     assert b"Traceback" not in proc.stderr, describe(proc)
 
 
+def _with_closed(redirect: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """minikvm started by a shell with one standard fd closed (`<&-`, `>&-`, `2>&-`)."""
+    line = " ".join([command("minikvm"), *args, redirect])
+    return subprocess.run(["sh", "-c", line], capture_output=redirect != ">&-", timeout=60)
+
+
+def test_closed_stdin_is_no_input(kvm_required: None) -> None:
+    proc = _with_closed("<&-", "run", "hello")
+    assert proc.returncode == 0 and proc.stdout == expected_output("hello"), describe(proc)
+
+
+def test_closed_stdout_is_refused_before_anything_runs() -> None:
+    proc = subprocess.run(["sh", "-c", f"{command('minikvm')} run hello 2>&1 >&- | cat"], capture_output=True,
+                          timeout=60)
+    lines = proc.stdout.decode().splitlines()  # stderr, through the pipe
+    assert len(lines) == 1 and lines[0].startswith("minikvm: error: standard output is closed"), describe(proc)
+    status = subprocess.run(["sh", "-c", f"{command('minikvm')} guests >&- 2>/dev/null"], timeout=60).returncode
+    assert status == 2
+
+
+def test_closed_stderr_keeps_the_exit_status() -> None:
+    proc = _with_closed("2>&-", "run", "--memory", "4X", "hello")
+    assert proc.returncode == 2 and proc.stdout == b"", describe(proc)
+
+
 def test_more_guests_than_free_memory(tmp_path: Path) -> None:
     each = 16 << 30
     count = mem_available() // each + 2  # one more than fits, and one for MemAvailable moving
