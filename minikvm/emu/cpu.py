@@ -170,8 +170,17 @@ class EmuVcpu:
     def set_sregs(self, sregs: uapi.kvm_sregs) -> None:
         if self.uc is None:
             self._create(_unicorn_mode(sregs))
-        uc = self.uc
-        assert uc is not None
+        try:
+            self._load_sregs(sregs)
+        except UcError as err:  # the CPU would fault on this state (a reserved CR4 bit, say)
+            raise EmuError(f"the software CPU refused the start state CR0={sregs.cr0:#x} CR4={sregs.cr4:#x} "
+                           f"EFER={sregs.efer:#x}: {err}") from None
+        if self._pending_regs is not None:  # once: a later set_sregs must not bring back the boot registers
+            regs, self._pending_regs = self._pending_regs, None
+            self.set_regs(regs)
+
+    def _load_sregs(self, sregs: uapi.kvm_sregs) -> None:
+        uc = self._engine()
         if sregs.cr0 & CR0_PE:
             uc.reg_write(x86.UC_X86_REG_GDTR, (0, sregs.gdt.base, sregs.gdt.limit, 0))
         uc.reg_write(x86.UC_X86_REG_IDTR, (0, sregs.idt.base, sregs.idt.limit, 0))
@@ -186,9 +195,6 @@ class EmuVcpu:
             if sregs.cr0 & CR0_PG and selector & ~3:
                 self._check_descriptor_mapped(name, sregs.gdt.base + (selector & ~7), sregs.cr3)
             uc.reg_write(reg, selector)
-        if self._pending_regs is not None:  # once: a later set_sregs must not bring back the boot registers
-            regs, self._pending_regs = self._pending_regs, None
-            self.set_regs(regs)
 
     def _check_descriptor_mapped(self, name: str, linear: int, cr3: int) -> None:
         """Unicorn's segment load walks the page tables outside emulation, where a fault kills the

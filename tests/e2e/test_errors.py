@@ -180,6 +180,10 @@ CASES.update({
                                (r"--load", r"range|0x10000000000000000")),
     "cr0-zz": Bad("minikvm", ("run", "--cr0", "zz", "hello"), (r"--cr0", r"\bzz\b")),
     # Paging on with no page tables: Unicorn's segment load would have died of SIGSEGV.
+    "cr4-reserved-bit-on-kvm": Bad("minikvm", ("run", "--accel", "kvm", "--mode", "long", "--cr4", "0x8620",
+                                               "{tmp}/two.bin"), (r"KVM refused", r"CR4=0x8620"), needs_kvm=True),
+    "cr4-la57-on-the-software-cpu": Bad("minikvm", ("run", "--accel", "emu", "--mode", "long", "--cr4", "0x1000",
+                                                    "{tmp}/two.bin"), (r"software CPU refused", r"CR4=0x1000")),
     "cr0-paging-without-page-tables": Bad("minikvm", ("run", "--accel", "emu", "--mode", "protected", "--cr0",
                                                       "0x80000011", "{tmp}/two.bin"),
                                           (r"\bCS\b", r"not mapped by the page tables")),
