@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import os
 import re
 import resource
@@ -449,7 +450,18 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
         lost = StopReason(StopKind.OUTPUT_FAILED, f"standard output failed ({mux.close_reason})")
         sys.stderr.write(f"minikvm: {lost.message}: the guests' output is incomplete\n")
         stops.append(lost)
+    for machine, stop in zip(machines, [r.stop for r in results], strict=True):
+        trace = getattr(machine.loop.debugger, "trace", None)
+        if trace is not None and trace.failure and stop.kind is not StopKind.OUTPUT_FAILED:
+            # It failed as the guest finished (the last buffered lines): the run itself had ended well.
+            sys.stderr.write(f"minikvm: {machine.name}: {trace.failure}; the trace is incomplete\n")
+            stops.append(StopReason(StopKind.OUTPUT_FAILED, trace.failure))
     return exit_status(stops)
+
+
+def _trace_file_failed(machine: object, why: str) -> None:
+    """A trace file that cannot be written stops its guest, as a failed stdout does: the trace was asked for."""
+    machine.loop.request_stop(StopReason(StopKind.OUTPUT_FAILED, why))  # type: ignore[attr-defined]
 
 
 def _traceable(choice: object, spec: object, args: argparse.Namespace) -> object:
@@ -489,7 +501,8 @@ def _attach_debugging(machines: list, specs: list, args: argparse.Namespace, say
                 except OSError as err:
                     raise UsageError(f"--trace-file {path}: {err.strerror}") from None
             symbols = _symbols_for(specs[index], args)
-            trace = InstructionTrace(args.trace or 0, file, symbols.describe if symbols else None)  # type: ignore[attr-defined]
+            trace = InstructionTrace(args.trace or 0, file, symbols.describe if symbols else None,  # type: ignore[attr-defined]
+                                     functools.partial(_trace_file_failed, machine))
         control = GuestControl(machine, index + 1, trace=trace, wait=args.gdb_wait,
                                note=lambda text, n=machine.name: say(f"minikvm: {n}: {text}\n"))
         machine.loop.debugger = control

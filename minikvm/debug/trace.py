@@ -54,10 +54,13 @@ class InstructionTrace:
     """The last `depth` instructions in a ring, and optionally every one in a file as it runs."""
 
     def __init__(self, depth: int, file: IO[str] | None = None,
-                 describe: Callable[[int], str | None] | None = None) -> None:
+                 describe: Callable[[int], str | None] | None = None,
+                 file_failed: Callable[[str], None] = lambda why: None) -> None:
         self.depth = depth
         self.ring: deque[TracedInstruction | str] = deque(maxlen=max(depth, 0))
         self.file = file
+        self.file_failed = file_failed  # told once, why, when the file cannot be written (a full disk)
+        self.failure: str | None = None  # that why, for whoever looks after the run
         self.describe = describe  # address → 'symbol+0x4' (None: no symbols)
         self.count = 0  # instructions traced in all
         self._pending: tuple[int, bytes, int, Sequence[str], Sequence[int]] | None = None
@@ -80,8 +83,8 @@ class InstructionTrace:
         if self._pending is not None and include_pending:
             self._complete(names, values, note)
         self._pending = None
-        if self.file is not None and ended:
-            self.file.write(f"  … {ended}\n")
+        if ended:
+            self._write(f"  … {ended}\n")
         self.flush()
 
     def annotate(self, pc: int, note: str) -> None:
@@ -97,8 +100,7 @@ class InstructionTrace:
     def gap(self, text: str) -> None:
         """A line between instructions: the trace skipped some (e.g. CPL3 code KVM cannot step)."""
         self.ring.append(text)
-        if self.file is not None:
-            self.file.write(f"  {text}\n")
+        self._write(f"  {text}\n")
 
     def _complete(self, names: Sequence[str] | None, values: Sequence[int] | None, note: str) -> None:
         assert self._pending is not None
@@ -114,11 +116,28 @@ class InstructionTrace:
         if self.depth > 0:
             self.ring.append(entry)
         if self.file is not None:
-            self.file.write(self.format(entry) + "\n")
+            self._write(self.format(entry) + "\n")
 
     def flush(self) -> None:
         if self.file is not None:
-            self.file.flush()
+            self._write("", flush=True)
+
+    def _write(self, text: str, flush: bool = False) -> None:
+        file = self.file
+        if file is None:
+            return
+        try:
+            file.write(text)
+            if flush:
+                file.flush()
+        except OSError as err:
+            self.file = None  # nothing more goes to it; the ring still keeps the last instructions
+            try:
+                file.close()
+            except OSError:
+                pass  # its buffer cannot be written either: that is what is being reported
+            self.failure = f"the trace file failed ({err.strerror or err})"
+            self.file_failed(self.failure)
 
     def close(self) -> None:
         if self.file is not None:

@@ -412,3 +412,15 @@ def test_trace_file_from_the_command_line(tmp_path: Path, accel: str) -> None:
     assert lines[-2].startswith(f"{symbol_address(elf, 'done') + 8:08x} <done+0x8>"), lines[-3:]
     assert "out dx, al" in lines[-2] and lines[-1] == "  … exit hypercall", lines[-3:]
     assert len(lines) > 400
+
+
+@pytest.mark.parametrize("accel", ACCELERATORS)
+def test_a_trace_file_that_cannot_be_written_is_reported(accel: str) -> None:
+    """/dev/full: a write fails during the run (once the buffer fills) or only when the last buffered
+    lines go out at the end. Either way it is said in words, and the status is 1."""
+    allowed(accel, Mode.PROTECTED)
+    proc = subprocess.run([command("minikvm"), "run", "--accel", accel, "--trace-file", "/dev/full", "hello_pm"],
+                          capture_output=True, timeout=60)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and "the trace file failed (No space left on device)" in err, describe(proc)
+    assert "internal error" not in err and "Traceback" not in err, describe(proc)
