@@ -77,18 +77,24 @@ class EofWatch:
     Devices call `poll_empty` each time the guest asks for input and gets
     none while the input is at end of file. The guest counts as stuck once
     those polls have gone on for `grace` seconds without a pause longer than
-    `grace`: a pause restarts the count, because a guest that looks for
-    input now and then between long computations is working, not waiting.
-    Time comes in as an argument, so tests need no clock.
+    `grace` (or SHORTEST_PAUSE, whichever is longer): a pause restarts the
+    count, because a guest that looks for input now and then between long
+    computations is working, not waiting. Time comes in as an argument, so
+    tests need no clock.
     """
+
+    # Even a tight polling loop leaves microseconds between two polls: a pause must be longer than
+    # that, or a tiny --input-grace would see every poll as the first of a new run, and never stop.
+    SHORTEST_PAUSE = 0.05
 
     def __init__(self, grace: float = 0.5) -> None:
         self.grace = grace
+        self._pause = max(grace, self.SHORTEST_PAUSE)
         self._first: float | None = None  # start of the current run of polls
         self._last = 0.0
 
     def poll_empty(self, now: float) -> bool:
-        if self._first is None or now - self._last > self.grace:
+        if self._first is None or now - self._last > self._pause:
             self._first = now
         self._last = now
         return now - self._first >= self.grace

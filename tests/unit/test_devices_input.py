@@ -99,3 +99,9 @@ def test_eof_watch_restarts_after_a_pause_or_a_reset() -> None:
 
 def test_zero_grace_fires_at_the_first_empty_poll() -> None:
     assert EofWatch(grace=0).poll_empty(3.0)
+
+
+def test_a_tiny_grace_still_fires_on_a_tight_polling_loop() -> None:
+    watch = EofWatch(grace=1e-6)  # shorter than the gap between two polls of any real guest
+    assert not watch.poll_empty(1.0)
+    assert watch.poll_empty(1.00001)
