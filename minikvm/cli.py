@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import NoReturn
+from typing import BinaryIO, NoReturn
 
 from .arch.x86.state import Mode
 from .boot import layout
@@ -252,11 +252,18 @@ def resolve_guest(arg: str, mode: Mode | None) -> tuple[str, Path, Mode]:
 
 
 def _unique(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
+    """Names that differ (labels, log, trace and screenshot files): a repeat gets -2, -3, …, skipping
+    any name a guest already has (`hello hello hello-2` gives hello, hello-3, hello-2)."""
+    given = set(names)
+    used: set[str] = set()
     result = []
     for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        result.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+        candidate, n = name, 1
+        while candidate in used or (n > 1 and candidate in given):
+            n += 1
+            candidate = f"{name}-{n}"
+        used.add(candidate)
+        result.append(candidate)
     return result
 
 
@@ -377,7 +384,7 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
         outputs: list[GuestOutput] = []
         machines: list[Machine] = []
         for index, spec in enumerate(specs):
-            log = stack.enter_context(open(args.log_dir / f"{spec.name}.log", "wb")) if args.log_dir else None
+            log = stack.enter_context(_open_log(args.log_dir / f"{spec.name}.log")) if args.log_dir else None
             outputs.append(mux.sink(spec.name, index, log))
             trace = (lambda text, n=spec.name: say(f"[{n}] {text}\n")) if args.verbose else None
             machine = Machine(MachineConfig(spec, input_grace=args.input_grace, trace=trace),
@@ -457,6 +464,13 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
             sys.stderr.write(f"minikvm: {machine.name}: {trace.failure}; the trace is incomplete\n")
             stops.append(StopReason(StopKind.OUTPUT_FAILED, trace.failure))
     return exit_status(stops)
+
+
+def _open_log(path: Path) -> BinaryIO:
+    try:
+        return open(path, "wb")  # the caller's exit stack closes it
+    except OSError as err:
+        raise UsageError(f"--log-dir: cannot create {path}: {err.strerror}") from None
 
 
 def _trace_file_failed(machine: object, why: str) -> None:

@@ -198,6 +198,8 @@ CASES.update({
     "gdb-not-an-address": Bad("minikvm", ("run", "--gdb", "127.0.0.1:port", "hello"), (r"--gdb", r"port")),
     "log-dir-where-nothing-can-be-made": Bad("minikvm", ("run", "--log-dir", "/proc/minikvm-logs", "hello"),
                                              (r"--log-dir", r"/proc/minikvm-logs")),
+    "log-file-cannot-be-created": Bad("minikvm", ("run", "--log-dir", "{tmp}/logs", "hello"),
+                                      (r"{tmp}/logs/hello\.log", r"is a directory"), needs_kvm=True),
     "unknown-command": Bad("minikvm", ("frobnicate",), (r"frobnicate",)),
     # conflicting options
     "quiet-and-verbose": Bad("minikvm", ("run", "--quiet", "--verbose", "hello"), (r"--quiet", r"--verbose")),
@@ -212,6 +214,7 @@ def bad_files(tmp_path: Path) -> Path:
     (tmp_path / "two.bin").write_bytes(b"\xf4\xf4")  # hlt; hlt
     (tmp_path / "adir").mkdir()
     (tmp_path / "afile").write_text("not a directory\n")
+    (tmp_path / "logs" / "hello.log").mkdir(parents=True)  # where --log-dir logs would write hello's log
     write_bad_kernels(tmp_path)
     return tmp_path
 

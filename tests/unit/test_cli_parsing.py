@@ -37,6 +37,9 @@ def test_addresses_and_seconds() -> None:
 
 def test_duplicate_guest_names_get_suffixes() -> None:
     assert _unique(["hello", "hello", "counter", "hello"]) == ["hello", "hello-2", "counter", "hello-3"]
+    # A guest already called hello-2 keeps its name; the repeat of hello skips it (two [hello-2] shared a log).
+    assert _unique(["hello", "hello", "hello-2"]) == ["hello", "hello-3", "hello-2"]
+    assert _unique(["hello-2", "hello", "hello"]) == ["hello-2", "hello", "hello-3"]
 
 
 def stop(kind: StopKind, code: int = 0) -> StopReason:
