@@ -310,7 +310,39 @@ def build_specs(args: argparse.Namespace, mode: Mode | None) -> list:
     if len(specs) > capacity:
         raise UsageError(f"{len(specs)} guests are too many for this host: at most {capacity} of "
                          f"{max(s.memory for s in specs) >> 10} KiB fit in its free memory and file limits")
+    _check_output_files(specs, args)
     return specs
+
+
+def per_guest(path: Path, name: str, several: bool) -> Path:
+    """A --trace-file or --screenshot path for one guest: NAME-FILE when there are several."""
+    return path.with_name(f"{name}-{path.name}") if several else path
+
+
+def _check_output_files(specs: list, args: argparse.Namespace) -> None:
+    """Files minikvm would write: never an input (that would destroy it), and writable now, not after
+    the run."""
+    inputs = {Path(spec.path).resolve(): spec.path for spec in specs}
+    if args.symbols is not None:
+        inputs[args.symbols.resolve()] = str(args.symbols)
+    several = len(specs) > 1
+    per_guest_options = (("--trace-file", getattr(args, "trace_file", None)),
+                         ("--screenshot", getattr(args, "screenshot", None)))
+    outputs = [(option, per_guest(base, spec.name, several)) for option, base in per_guest_options
+               if base is not None for spec in specs]
+    if args.log_dir is not None:
+        outputs += [("--log-dir", args.log_dir / f"{spec.name}.log") for spec in specs]
+    for option, path in outputs:
+        if path.resolve() in inputs:
+            raise UsageError(f"{option}: {path} is the input {inputs[path.resolve()]}; writing it would destroy it")
+        if option == "--screenshot":  # written at the end: a bad path would be found only after the run
+            if path.is_dir() or not path.name:
+                raise UsageError(f"--screenshot {path}: is a directory")
+            parent = path.parent
+            if not parent.is_dir():
+                raise UsageError(f"--screenshot {path}: no directory {parent}")
+            if not os.access(parent, os.W_OK):
+                raise UsageError(f"--screenshot {path}: cannot write in {parent}")
 
 
 # --- running ---------------------------------------------------------------
@@ -507,9 +539,7 @@ def _attach_debugging(machines: list, specs: list, args: argparse.Namespace, say
         if args.trace or args.trace_file:
             file = None
             if args.trace_file is not None:
-                path = args.trace_file
-                if len(machines) > 1:
-                    path = path.with_name(f"{machine.name}-{path.name}")
+                path = per_guest(args.trace_file, machine.name, len(machines) > 1)
                 try:
                     file = stack.enter_context(open(path, "w", encoding="utf-8"))  # noqa: SIM115
                 except OSError as err:
@@ -553,13 +583,14 @@ def _leave_screens(machines: list, screens: object, args: argparse.Namespace, sa
     for index, machine in enumerate(machines):
         screen = machine.screen()
         if screen is None:
+            if args.screenshot is not None:
+                say(f"minikvm: {machine.name}: no screenshot: its RAM ({machine.memory.size >> 10} KiB) does not "
+                    "reach the VGA text screen at 0xb8000\n")
             continue
         if args.screenshot is not None:
             from .screen import save_png
 
-            path = args.screenshot
-            if len(machines) > 1:
-                path = path.with_name(f"{machine.name}-{path.name}")
+            path = per_guest(args.screenshot, machine.name, len(machines) > 1)
             try:
                 save_png(screen, path)
             except OSError as err:

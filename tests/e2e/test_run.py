@@ -412,3 +412,10 @@ def test_software_cpu_gives_the_same_output(guest: str) -> None:
     stops = assert_ran(proc)
     assert proc.stdout == expected_output(guest), describe(proc)
     assert list(stops) == [guest], describe(proc)
+
+
+def test_no_screenshot_where_ram_does_not_reach_the_screen_is_said(tmp_path: Path) -> None:
+    shot = tmp_path / "s.png"
+    proc = run("minikvm", "run", "--memory", "64K", "--screenshot", str(shot), "hello")
+    assert proc.returncode == 0 and not shot.exists(), describe(proc)
+    assert "no screenshot: its RAM (64 KiB) does not reach the VGA text screen" in proc.stderr.decode(), describe(proc)
