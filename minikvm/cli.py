@@ -119,8 +119,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _fail(message: str) -> NoReturn:
-    sys.stderr.write(f"minikvm: error: {message}\n")
+    sys.stderr.write(f"minikvm: error: {_printable(message)}\n")
     sys.exit(EXIT_USAGE)
+
+
+def _printable(text: str) -> str:
+    """Control characters (a newline in a file name) escaped, so an error stays one line; a byte that
+    was not UTF-8 in a path (a surrogate escape) shown as the byte."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF
+                   else repr(c)[1:-1] for c in text)
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -291,7 +298,7 @@ def build_specs(args: argparse.Namespace, mode: Mode | None) -> list:
         SymbolTable.from_elf(args.symbols)  # a missing or broken file is a usage error now, not mid-report
 
     resolved = [resolve_guest(arg, mode) for arg in args.guests]
-    names = _unique([name for name, _, _ in resolved])
+    names = _unique([_printable(name) for name, _, _ in resolved])  # labels and file names: one line each
     specs = []
     for name, (_, path, guest_mode) in zip(names, resolved, strict=True):
         image = _read_image(path)

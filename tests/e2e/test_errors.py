@@ -78,6 +78,8 @@ CASES = {
     "kvm-vmm-missing-file": Bad("kvm-vmm", ("{tmp}/missing.bin",),
                                 (r"{tmp}/missing\.bin", r"no such file|not found|does not exist|missing")),
     "directory": Bad("minikvm", ("run", "{tmp}/adir"), (r"{tmp}/adir", r"directory")),
+    "missing-file-with-a-newline-in-its-name": Bad("minikvm", ("run", "{tmp}/miss\ning.bin"),
+                                                   (r"{tmp}/miss\\ning\.bin", r"no such file")),
     "empty-file": Bad("minikvm", ("run", "{tmp}/empty.bin"), (r"{tmp}/empty\.bin", r"empty")),
     "bad-file-among-good-guests": Bad("minikvm", ("run", "hello", "counter", "{tmp}/missing.bin"),
                                       (r"{tmp}/missing\.bin",)),

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from minikvm.cli import _unique, exit_status, parse_address, parse_seconds, parse_size
+from minikvm.cli import _printable, _unique, exit_status, parse_address, parse_seconds, parse_size
 from minikvm.stop import StopKind, StopReason
 
 
@@ -61,3 +61,9 @@ def test_exit_status_priorities(kinds: list[StopKind], status: int) -> None:
 def test_debug_exit_code_decides_cleanliness() -> None:
     assert exit_status([stop(StopKind.DEBUG_EXIT, 0)]) == 0
     assert exit_status([stop(StopKind.DEBUG_EXIT, 3)]) == 1
+
+
+def test_messages_stay_on_one_line_whatever_the_file_name() -> None:
+    assert _printable("/tmp/a\nb.bin") == "/tmp/a\\nb.bin"
+    assert _printable("/tmp/h" + b"\xff".decode(errors="surrogateescape") + ".bin") == "/tmp/h\\xff.bin"
+    assert _printable("héllo wörld") == "héllo wörld"
