@@ -472,14 +472,15 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
         # Input goes to the first guest; the others see end of input.
         for buffer in inputs[1:]:
             buffer.close()
-        stack.enter_context(Keyboard(inputs[0], quit_all, message=say))
+        keyboard = stack.enter_context(Keyboard(inputs[0], quit_all, message=say))
         # Everything set up: only now is it worth saying which accelerator each guest got.
         say("".join(f"minikvm: {spec.name}: {choice.note}\n" for spec, choice in zip(specs, choices, strict=True)
                     if choice.note))
         if several:
             say("".join(f"{('[' + s.name + ']'):<16} {s.path} ({m.boot.mode.label}, {m.accel.name})\n"
                         for s, m in zip(specs, machines, strict=True)))
-        screens = _screen_watcher(machines, mux, args, live=not several and not quiet and mux.isatty())
+        screens = _screen_watcher(machines, mux, args,
+                                  live=not several and not quiet and mux.isatty() and not keyboard.background)
         stack.callback(screens.finish)
         def tick() -> None:
             mux.tick(time.monotonic())

@@ -4,13 +4,15 @@ Output from several guests is serialised by one lock, attributed with a
 `[name]` prefix at each line start, and written by one writer thread, so a
 reader that stops reading never blocks a guest in write(). Input comes from
 a thread that reads stdin into the first guest's InputBuffer; on a tty the
-terminal is in raw mode while guests run and is restored on every way out.
+terminal is in raw mode while guests run and is restored on every way out,
+a fatal signal included; a background job leaves it alone.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import signal
 import sys
 import termios
 import threading
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from .devices.input import InputBuffer
+from .machine import STOP_SIGNALS
 
 _COLOURS = ("32", "36", "33", "35", "34", "92", "96", "93", "95", "94", "31", "91")
 _RESET = b"\x1b[0m"
@@ -163,7 +166,15 @@ class OutputMux:
         view = memoryview(data)
         try:
             while view:
-                view = view[os.write(self.fd, view):]
+                try:
+                    view = view[os.write(self.fd, view):]
+                except BlockingIOError:
+                    # Our caller's stdout is non-blocking (O_NONBLOCK belongs to the open file, which we
+                    # share): a full pipe is a slow reader, so wait for room as a blocking write would.
+                    # Whoever waits for this thread is still bounded by give_up.
+                    writable = select.poll()
+                    writable.register(self.fd, select.POLLOUT)
+                    writable.poll()
         except OSError as err:
             return err
         return None
@@ -258,11 +269,18 @@ class GuestOutput:
         return bytes(out + self._close)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"terminated ({signal.Signals(signum).name})")
+
+
 class Keyboard:
     """Feeds stdin to a guest; raw mode on a tty, with Ctrl-A escapes.
 
     Use as a context manager: leaving it restores the terminal, whatever
-    way the run ended.
+    way the run ended. While it is entered, a signal that would kill the
+    process where it stands (SIGHUP, SIGQUIT, …) stops the guests as Ctrl-C
+    does, so that way out restores the terminal too. A background job
+    (`minikvm run … &`) neither changes nor reads the terminal.
     """
 
     def __init__(self, target: InputBuffer | None, on_quit: Callable[[], None],
@@ -272,13 +290,38 @@ class Keyboard:
         self.on_quit = on_quit
         self.message = message or (lambda text: None)
         self.is_tty = os.isatty(self.fd)
+        self.background = self.is_tty and not self._in_foreground()
         self._saved: list | None = None
+        self._caught: list[int] = []  # signals turned into KeyboardInterrupt while we are entered
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()  # wakes the stdin thread at once when we leave
         self._thread: threading.Thread | None = None
         self._escape = False
 
+    def _in_foreground(self) -> bool:
+        """Whether our process group owns the terminal: from the background, job control stops us for
+        good when we change its modes (SIGTTOU) or read it (SIGTTIN), before --timeout can fire."""
+        try:
+            return os.tcgetpgrp(self.fd) == os.getpgrp()
+        except OSError:  # a terminal that is not our controlling one: no job control applies
+            return True
+
     def __enter__(self) -> Keyboard:
+        self._catch_fatal_signals()
+        try:
+            self._start()
+        except BaseException:  # a signal already (KeyboardInterrupt): no __exit__ would follow to restore
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _start(self) -> None:
+        if self.background:
+            self.message("minikvm: running in the background: leaving the terminal alone "
+                         "(the guests see end of input)\n")
+            if self.target is not None:
+                self.target.close()
+            return
         if self.is_tty:
             self._saved = termios.tcgetattr(self.fd)
             tty.setraw(self.fd, termios.TCSANOW)
@@ -292,21 +335,34 @@ class Keyboard:
             termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
         self._thread = threading.Thread(target=self._pump, name="stdin", daemon=True)
         self._thread.start()
-        return self
 
     def __exit__(self, *exc: object) -> None:
+        self.restore()  # first: a signal landing in what follows must find the terminal restored
         self._stop.set()
         os.write(self._wake_w, b"x")
-        self.restore()
         if self._thread is not None:
             self._thread.join(timeout=1)
         os.close(self._wake_r)
         os.close(self._wake_w)
+        for signum in self._caught:
+            signal.signal(signum, signal.SIG_DFL)
+        self._caught.clear()
 
     def restore(self) -> None:
         if self._saved is not None:
-            termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
-            self._saved = None
+            try:
+                termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
+            except termios.error:
+                pass  # the terminal hung up (SIGHUP): there is nothing left to restore
+            self._saved = None  # only now: an interrupt before the call leaves it for another try
+
+    def _catch_fatal_signals(self) -> None:
+        """Signals still at their default action, which kills the process, raise KeyboardInterrupt instead
+        (SIGINT does so already, SIGTERM gets the command line's handler); ignored ones (nohup) stay so."""
+        for signum in STOP_SIGNALS:
+            if signal.getsignal(signum) == signal.SIG_DFL:
+                signal.signal(signum, _terminate)
+                self._caught.append(signum)
 
     def _pump(self) -> None:
         while not self._stop.is_set():

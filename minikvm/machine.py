@@ -10,7 +10,8 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -424,7 +425,40 @@ class Machine:
         self.memory.close()
 
 
-_INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+# Signals that stop the guests as Ctrl-C does, raising KeyboardInterrupt on the main thread: SIGINT itself,
+# SIGTERM through the command line, and through the console those that would otherwise kill us with the
+# terminal still raw. Not the kick signal (it only interrupts KVM_RUN), nor SIGXFSZ and SIGPIPE, which
+# Python ignores (a write fails instead).
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR2,
+                          signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF, signal.SIGXCPU, signal.SIGIO,
+                          signal.SIGPWR})
+
+
+@contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """The stop signals wait for the end of the block, then act as they would have.
+
+    Blocking them is not enough on its own: a process-directed signal goes to any thread that does not
+    block it (the output writer, the stdin reader), and Python then runs the handler on the main thread
+    wherever it is. So their Python handlers only note the signal meanwhile. The mask stays too, as the
+    threads started here inherit it: these signals never interrupt a vCPU thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread runs Python signal handlers (and may set them)
+        return
+    arrived: list[int] = []
+    handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    deferred = {signum: handler for signum, handler in handlers.items() if callable(handler)}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        for signum in deferred:
+            signal.signal(signum, lambda signum, frame: arrived.append(signum))
+        yield
+    finally:
+        for signum, handler in deferred.items():
+            signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    if arrived:
+        deferred[arrived[0]](arrived[0], None)  # KeyboardInterrupt, as it would have been
 
 
 def _ignore_kick(signum: int, frame: object) -> None:
@@ -473,15 +507,11 @@ def run_machines(machines: list[Machine], timeout: float | None = None,
                for i, m in enumerate(machines)]
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        # Ctrl-C and SIGTERM wait until every thread has started: an interrupt inside Thread.start
-        # left a thread running that nobody joined, reported twice (seen in CI). The vCPU threads
-        # inherit the mask, so these signals always reach this thread.
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
-        try:
+        # Ctrl-C, SIGTERM and the other stop signals wait until every thread has started: an interrupt
+        # inside Thread.start left a thread running that nobody joined, reported twice (seen in CI).
+        with _stop_signals_held():
             for thread in threads:
                 thread.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         with done:
             while len(results) < len(machines):
                 remaining = None if deadline is None else deadline - time.monotonic()

@@ -12,14 +12,31 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import termios
 import time
 from collections.abc import Callable
 
+# `command &` in an interactive shell: the command in a process group of its own while the shell's group
+# keeps the terminal. A job the terminal stops (SIGTTOU, SIGTTIN) would stay stopped: say so and end it.
+_BACKGROUND_JOB = """
+import os, signal, subprocess, sys
+job = subprocess.Popen(sys.argv[1:], process_group=0)
+_, status = os.waitpid(job.pid, os.WUNTRACED)
+if os.WIFSTOPPED(status):
+    print(f"the job was stopped by {signal.Signals(os.WSTOPSIG(status)).name}", file=sys.stderr)
+    os.killpg(job.pid, signal.SIGKILL)
+    os.waitpid(job.pid, 0)
+    sys.exit(128 + os.WSTOPSIG(status))
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
 
 class PtySession:
     def __init__(self, argv: list[str], env: dict[str, str] | None = None,
-                 preexec: Callable[[], None] | None = None) -> None:
+                 preexec: Callable[[], None] | None = None, background: bool = False) -> None:
+        """`background`: run the command as a shell runs `command &` (proc is then that shell's stand-in)."""
         self.argv = argv
         self.master, self.slave = os.openpty()
         self.before = termios.tcgetattr(self.slave)
@@ -29,6 +46,8 @@ class PtySession:
             if preexec is not None:
                 preexec()
 
+        if background:
+            argv = [sys.executable, "-c", _BACKGROUND_JOB, *argv]
         self.proc = subprocess.Popen(argv, stdin=self.slave, stdout=self.slave, stderr=self.slave,
                                      start_new_session=True, preexec_fn=setup, env=env,
                                      close_fds=preexec is None)
@@ -93,8 +112,14 @@ class PtySession:
                     pass
         return left
 
-    def close(self) -> None:
+    def hang_up(self) -> None:
+        """Close the terminal, as closing its window does: the kernel sends the command SIGHUP."""
         os.close(self.master)
+        self.master = -1
+
+    def close(self) -> None:
+        if self.master >= 0:
+            os.close(self.master)
         os.close(self.slave)
 
     def _read(self, wait: float) -> None:

@@ -1,4 +1,5 @@
-"""The output multiplexer: attribution under concurrency, order, the backlog bound, and giving up on a reader.
+"""The output multiplexer: attribution under concurrency, order, the backlog bound, giving up on a reader,
+and a non-blocking output.
 
 These use real pipes and threads (the mux is all about them) but no guests.
 """
@@ -162,3 +163,29 @@ def test_held_output_is_written_at_a_tick_and_a_line_end_at_once(pipe: tuple[int
     assert os.read(read_end, 100) == b"prompt> "
     sink(b"line\n")
     assert os.read(read_end, 100) == b"line\n"
+
+
+def test_a_non_blocking_output_waits_for_a_slow_reader_instead_of_failing(pipe: tuple[int, int]) -> None:
+    """A caller may hand us stdout with O_NONBLOCK set (the flag belongs to the open pipe, which we
+    share): a full pipe then gives EAGAIN, which means a slow reader, not a failed output."""
+    read_end, write_end = pipe
+    os.set_blocking(write_end, False)
+    mux = OutputMux(write_end, colour=False, prefix=False)
+    sink = mux.sink("g", 0)
+    expected = bytes(range(256)) * 1024  # 256 KiB: four times what a pipe holds by default
+    received = bytearray()
+
+    def read_slowly() -> None:
+        while chunk := os.read(read_end, 4096):
+            received.extend(chunk)
+            time.sleep(0.001)  # slower than the writer, so the pipe keeps filling up
+
+    reader = threading.Thread(target=read_slowly, daemon=True)
+    reader.start()
+    sink(expected)
+    with mux.lock:
+        mux.drain()
+    os.close(write_end)
+    reader.join()
+    assert not mux.closed, f"the output was given up: {mux.close_reason}"
+    assert received == expected
