@@ -440,7 +440,7 @@ class EmuVcpu:
         if start < top:
             uc.mmio_map(start, top - start, self._mmio_read, None, self._mmio_write, None)
 
-    def _exit(self, exit: Exit) -> None:
+    def _exit(self, exit: IoExit) -> None:
         assert self.inline_exit is not None, "the run loop installs inline_exit before running"
         if self.inline_exit(exit):
             self._freeze(exit)
@@ -452,15 +452,13 @@ class EmuVcpu:
             if deadline is not None:
                 self.slicer.end_by(deadline)
 
-    def _freeze(self, exit: Exit) -> None:
+    def _freeze(self, exit: IoExit) -> None:
         """The guest stopped at this I/O instruction: keep its registers as KVM leaves them (RIP past
         an OUT, which completed; at an IN, which did not) for when the rest of the block has run."""
-        if self._frozen is not None:
-            return
         regs = self.regs
         assert regs is not None
         self._frozen = regs.to_kvm()
-        if isinstance(exit, IoExit) and exit.is_write:
+        if exit.is_write:
             self._frozen.rip = self._after_instruction(self._frozen.rip)
 
     def _after_instruction(self, ip: int) -> int:
