@@ -263,12 +263,14 @@ def _unique(names: list[str]) -> list[str]:
     any name a guest already has (`hello hello hello-2` gives hello, hello-3, hello-2)."""
     given = set(names)
     used: set[str] = set()
+    last: dict[str, int] = {}  # the suffix last given to each name: 100,000 repeats stay linear
     result = []
     for name in names:
-        candidate, n = name, 1
+        candidate, n = name, last.get(name, 1)
         while candidate in used or (n > 1 and candidate in given):
             n += 1
             candidate = f"{name}-{n}"
+        last[name] = n
         used.add(candidate)
         result.append(candidate)
     return result
