@@ -222,7 +222,10 @@ def build_kvm_vmm_parser() -> argparse.ArgumentParser:
 # --- from arguments to guests ------------------------------------------------
 
 
-def _read_image(path: Path) -> bytes:
+def _read_image(path: Path, mode: Mode, memory: int, load: int | None) -> bytes:
+    """The image at `path`, read only once it can be loaded into `memory` bytes as `mode` at `load`."""
+    from .boot.select import check_image_size
+
     if path.is_dir():
         raise UsageError(f"{path}: is a directory, not a guest image")
     try:
@@ -231,6 +234,7 @@ def _read_image(path: Path) -> bytes:
             raise UsageError(f"{path}: is not a regular file (a device or a pipe cannot be a guest image)")
         if info.st_size > layout.MAX_MEMORY:
             raise UsageError(f"{path}: is {format_size(info.st_size)}, larger than any guest's memory")
+        check_image_size(path, info.st_size, mode, memory, load)  # not gigabytes read to be refused
         data = path.read_bytes()
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
@@ -238,6 +242,8 @@ def _read_image(path: Path) -> bytes:
         raise UsageError(f"{path}: permission denied") from None
     except OSError as err:
         raise UsageError(f"{path}: cannot read: {err.strerror}") from None
+    except MemoryError:  # a Multiboot kernel's file may be larger than its RAM, and than ours
+        raise UsageError(f"{path}: is {format_size(info.st_size)}, too large to read into memory") from None
     if not data:
         raise UsageError(f"{path}: the file is empty")
     return data
@@ -288,6 +294,15 @@ def _host_limits(memory_each: int) -> int:
     return max(0, min(available // max(memory_each, 1), by_fds))
 
 
+def _guest_memory(args: argparse.Namespace, mode: Mode) -> int:
+    """--memory, else the default for `mode`, in whole pages."""
+    memory = args.memory if args.memory is not None else \
+        (layout.REAL_MEMORY if mode is Mode.REAL else layout.PM_MEMORY)
+    if memory < 64 * 1024 or memory > layout.MAX_MEMORY:
+        raise UsageError(f"--memory {format_size(memory)} is outside 64K .. {format_size(layout.MAX_MEMORY)}")
+    return -(-memory // 4096) * 4096
+
+
 def build_specs(args: argparse.Namespace, mode: Mode | None) -> list:
     from .boot.select import is_multiboot
     from .machine import GuestSpec
@@ -303,15 +318,11 @@ def build_specs(args: argparse.Namespace, mode: Mode | None) -> list:
     names = _unique([_printable(name) for name, _, _ in resolved])  # labels and file names: one line each
     specs = []
     for name, (_, path, guest_mode) in zip(names, resolved, strict=True):
-        image = _read_image(path)
+        image = _read_image(path, guest_mode, _guest_memory(args, guest_mode), args.load)
         multiboot = is_multiboot(image, str(path))
         if multiboot:
             guest_mode = Mode.PROTECTED  # GRUB's state: 32-bit protected mode, paging off
-        memory = args.memory if args.memory is not None else \
-            (layout.REAL_MEMORY if guest_mode is Mode.REAL else layout.PM_MEMORY)
-        if memory < 64 * 1024 or memory > layout.MAX_MEMORY:
-            raise UsageError(f"--memory {format_size(memory)} is outside 64K .. {format_size(layout.MAX_MEMORY)}")
-        memory = -(-memory // 4096) * 4096
+        memory = _guest_memory(args, guest_mode)
         interrupts = args.interrupts if args.interrupts is not None else guest_mode is Mode.PAGING
         specs.append(GuestSpec(name, str(path), image, guest_mode, memory, args.load, args.entry, args.pages,
                                args.cr0, args.cr4, args.append, interrupts))

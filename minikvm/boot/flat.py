@@ -39,11 +39,12 @@ def default_load(mode: Mode) -> int:
     return layout.REAL_LOAD if mode is Mode.REAL else layout.PM_LOAD
 
 
-def _check_fits(path: str, image: bytes, load: int, limit: int, what: str) -> None:
-    if not image:
+def check_fits(path: str, size: int, load: int, limit: int, what: str) -> None:
+    """Refuse an image of `size` bytes that does not fit from `load` up to `limit` (`what` is there)."""
+    if not size:
         raise ImageError(path, "the file is empty: there is no guest code to run")
-    if load < 0 or load + len(image) > limit:
-        raise ImageError(path, f"the image is {len(image)} bytes: it does not fit at load address "
+    if load < 0 or load + size > limit:
+        raise ImageError(path, f"the image is {size} bytes: it does not fit at load address "
                          f"{load:#x} below {limit:#x} ({what})")
 
 
@@ -58,7 +59,7 @@ def load_flat(mem: GuestMemory, image: bytes, mode: Mode, path: str, load: int |
     entry = load if entry is None else entry
     ram = mem.size
     if mode is Mode.REAL:
-        _check_fits(path, image, load, ram, f"{ram // 1024} KiB of guest RAM")
+        check_fits(path, len(image), load, ram, f"{ram // 1024} KiB of guest RAM")
         if entry >= min(0x100000, ram):
             raise ImageError(path, f"entry {entry:#x} is outside guest RAM and real mode's 1 MiB reach "
                              f"({ram // 1024} KiB of RAM)")
@@ -71,7 +72,7 @@ def load_flat(mem: GuestMemory, image: bytes, mode: Mode, path: str, load: int |
         if load < tables_end:
             raise ImageError(path, f"load address {load:#x} overlaps the GDT/IDT at "
                              f"{layout.GDT_BASE:#x}-{tables_end:#x}")
-        _check_fits(path, image, load, ram, f"{ram // 1024} KiB of guest RAM")
+        check_fits(path, len(image), load, ram, f"{ram // 1024} KiB of guest RAM")
         if entry >= ram:
             raise ImageError(path, f"entry {entry:#x} is outside guest RAM ({ram // 1024} KiB; paging is off)")
         gdt = abi_gdt()
@@ -85,7 +86,7 @@ def load_flat(mem: GuestMemory, image: bytes, mode: Mode, path: str, load: int |
         # Page tables and the (empty) IDT go at the top of RAM, out of the image's way.
         idt_base = (ram - PAGE_4K) & ~(PAGE_4K - 1)
         tables_base = idt_base - long_mode_tables_size(ram)
-        _check_fits(path, image, load, tables_base, "the page tables at the top of guest RAM")
+        check_fits(path, len(image), load, tables_base, "the page tables at the top of guest RAM")
         if entry >= ram:
             raise ImageError(path, f"entry {entry:#x} is not mapped: RAM ({ram // 1024} KiB) is identity-mapped")
         gdt = abi_gdt(FLAGS_64BIT_CODE)

@@ -28,6 +28,7 @@ map tells it about.
 from __future__ import annotations
 
 import io
+import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -322,8 +323,8 @@ def _contiguous_ram_from(mem: GuestMemory, start: int, limit: int) -> int:
 
 def _build_info(mem: GuestMemory, path: str, cmdline: str, loader_name: str) -> bytes:
     """The info structure and everything it points to, as laid out at MB_INFO_ADDR."""
-    full_cmdline = f"{path} {cmdline}" if cmdline else path
-    cmdline_bytes = full_cmdline.encode()
+    # The bytes the user gave: a file name or an argument that is not UTF-8 reaches the kernel as it was.
+    cmdline_bytes = os.fsencode(path) + (b" " + os.fsencode(cmdline) if cmdline else b"")
     if b"\0" in cmdline_bytes:
         raise ImageError(path, "the kernel command line contains a NUL character")
     if len(cmdline_bytes) > MAX_CMDLINE:

@@ -8,16 +8,19 @@ names the problem, stdout is empty (no guest ran), and no traceback anywhere.
 from __future__ import annotations
 
 import grp
+import io
 import os
 import re
 import resource
 import stat
+import struct
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from elftools.elf.elffile import ELFFile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -521,3 +524,65 @@ def test_generated_command_lines(hlt_guest: Path, tokens: list[str]) -> None:
     """Random token soup after `minikvm run --timeout 2`: one line and status 2, or a run that stops."""
     proc = run("minikvm", "run", "--timeout", "2", *tokens, cwd=hlt_guest.parent, timeout=30)
     assert_contract(proc, "")
+
+
+def test_a_huge_image_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    """8 GiB (sparse) that cannot fit in 1 MiB: refused from its size. Read first, it took seconds and
+    gigabytes, and in 4 GB of address space ended as 'internal error: MemoryError()'."""
+    image = tmp_path / "huge.bin"
+    with image.open("wb") as stream:
+        stream.truncate(8 << 30)
+
+    def small_address_space() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    proc = run("minikvm", "run", str(image), preexec_fn=small_address_space)
+    assert_usage_error(proc, [re.escape(str(image)), r"the image is 8589934592 bytes: it does not fit at load "
+                                                     r"address 0x0 below 0x100000 \(1024 KiB of guest RAM\)"])
+
+
+def test_a_multiboot_kernel_file_may_outweigh_its_ram(kvm_required: None, tmp_path: Path) -> None:
+    """Only its segments are loaded: 5 MiB of file (say, debug information) boots in the default 4 MiB."""
+    kernel = tmp_path / "padded.elf"
+    kernel.write_bytes(bundled_image("mb_hello", ".elf").read_bytes() + bytes(5 * MIB))
+    proc = run("minikvm", "run", "--timeout", "20", str(kernel))
+    assert proc.returncode == 0 and b"halting." in proc.stdout, describe(proc)
+
+
+def test_a_multiboot_kernel_gets_the_bytes_of_its_name_and_command_line(kvm_required: None,
+                                                                        tmp_path: Path) -> None:
+    """A file name and an --append that are not UTF-8 reach the kernel as given (it prints its command line)."""
+    kernel = tmp_path / os.fsdecode(b"mb\xff.elf")
+    kernel.write_bytes(bundled_image("mb_hello", ".elf").read_bytes())
+    proc = run("minikvm", "run", "--timeout", "20", "--append", os.fsdecode(b"a\xffb"), str(kernel))
+    assert proc.returncode == 0, describe(proc)
+    assert b"cmdline: " + os.fsencode(kernel) + b" a\xffb\n" in proc.stdout, describe(proc)
+
+
+def with_symtab_as_progbits(elf: bytes) -> bytes:
+    """`elf` with its .symtab section's sh_type changed to SHT_PROGBITS (1): a section, but no symbol table."""
+    parsed = ELFFile(io.BytesIO(elf))
+    index = next(i for i, section in enumerate(parsed.iter_sections()) if section.name == ".symtab")
+    broken = bytearray(elf)
+    struct.pack_into("<I", broken, parsed["e_shoff"] + index * parsed["e_shentsize"] + 4, 1)
+    return bytes(broken)
+
+
+def test_symbols_from_a_symtab_that_is_not_a_symbol_table_are_refused(tmp_path: Path) -> None:
+    symbols = tmp_path / "odd.elf"
+    symbols.write_bytes(with_symtab_as_progbits(bundled_image("hctest", ".elf").read_bytes()))
+    proc = run("minikvm", "run", "--symbols", str(symbols), "hctest")
+    assert_usage_error(proc, [re.escape(str(symbols)), r"\.symtab", r"SHT_PROGBITS", r"not SHT_SYMTAB"])
+
+
+def test_a_broken_elf_beside_the_guest_only_costs_the_report_its_symbols(kvm_required: None,
+                                                                         tmp_path: Path) -> None:
+    """NAME.elf beside NAME.bin is read for symbols; when it cannot be, the fault report and --trace go on."""
+    guest = tmp_path / "divide.bin"
+    guest.write_bytes(bundled_image("broken_divide").read_bytes())
+    (tmp_path / "divide.elf").write_bytes(with_symtab_as_progbits(bundled_image("broken_divide", ".elf").read_bytes()))
+    proc = run("minikvm", "run", "--mode", "protected", "--trace", "3", str(guest))
+    text = proc.stderr.decode()
+    assert proc.returncode == 1 and "triple fault: #DE" in text, describe(proc)
+    assert "the last 3 instructions executed" in text, describe(proc)
+    assert "internal error" not in text and "explainer failed" not in text, describe(proc)

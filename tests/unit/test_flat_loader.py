@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+from pathlib import Path
+
 import pytest
 
 from minikvm.arch.x86.descriptors import decode_descriptor
@@ -10,6 +13,8 @@ from minikvm.arch.x86.state import Mode
 from minikvm.boot import layout
 from minikvm.boot.errors import ImageError
 from minikvm.boot.flat import load_flat
+from minikvm.boot.multiboot import find_header
+from minikvm.boot.select import check_image_size
 from minikvm.memory import GuestMemory
 
 
@@ -65,3 +70,71 @@ def test_bad_images_are_refused_with_the_reason(mem4m: GuestMemory, mode: Mode, 
     with pytest.raises(ImageError, match=problem) as info:
         load_flat(mem4m, image, mode, "guest.bin", load=load)
     assert info.value.path == "guest.bin"
+
+
+# --- a file too big for guest RAM is refused from its size, before it is read ---------------
+
+KIB64 = 64 << 10
+MB_MAGIC = 0x1BADB002
+
+
+def multiboot_header(flags: int, checksum: int | None = None) -> bytes:
+    return struct.pack("<III", MB_MAGIC, flags, -(MB_MAGIC + flags) & 0xFFFFFFFF if checksum is None else checksum)
+
+
+@pytest.mark.parametrize(("mode", "load"), [(Mode.REAL, None), (Mode.PROTECTED, None), (Mode.REAL, 0x8000)])
+def test_the_size_check_refuses_in_the_loaders_words(tmp_path: Path, mode: Mode, load: int | None) -> None:
+    image = b"\x90" * (KIB64 + 1)
+    path = tmp_path / "big.bin"
+    path.write_bytes(image)
+    mem = GuestMemory([(0, KIB64)])
+    try:
+        with pytest.raises(ImageError) as loaded:
+            load_flat(mem, image, mode, str(path), load=load)
+    finally:
+        mem.close()
+    with pytest.raises(ImageError) as checked:
+        check_image_size(path, len(image), mode, KIB64, load)
+    assert str(checked.value) == str(loaded.value)
+
+
+def test_a_huge_file_is_refused_without_reading_it(tmp_path: Path) -> None:
+    path = tmp_path / "huge.bin"
+    with path.open("wb") as stream:
+        stream.truncate(8 << 30)  # sparse: 8 GiB that would take seconds and gigabytes to read
+    with pytest.raises(ImageError, match=r"the image is 8589934592 bytes: it does not fit at load address 0x1000 "
+                                         r"below 0x400000 \(4096 KiB of guest RAM\)"):
+        check_image_size(path, path.stat().st_size, Mode.PAGING, 4 << 20)
+
+
+def test_an_image_that_fits_is_not_even_opened(tmp_path: Path) -> None:
+    check_image_size(tmp_path / "missing.bin", KIB64, Mode.REAL, KIB64)
+
+
+def test_a_multiboot_kernel_may_be_bigger_than_ram(tmp_path: Path) -> None:
+    """Only its segments are loaded (an ELF's debug information may outweigh them): the loader decides."""
+    path = tmp_path / "kernel.elf"
+    path.write_bytes(multiboot_header(0) + bytes(2 * KIB64))
+    check_image_size(path, path.stat().st_size, Mode.REAL, KIB64)
+
+
+@pytest.mark.parametrize(("head", "problem"), [
+    (multiboot_header(0, checksum=0), "bad checksum"),
+    (bytes(8192 - 12) + multiboot_header(1 << 16), "the first 8192 bytes"),  # a.out kludge fields cut off at 8 KiB
+])
+def test_a_big_file_with_a_bad_multiboot_header_is_refused_for_it(tmp_path: Path, head: bytes, problem: str) -> None:
+    image = head + bytes(2 * KIB64)
+    path = tmp_path / "big.bin"
+    path.write_bytes(image)
+    with pytest.raises(ImageError, match=problem) as checked:
+        check_image_size(path, len(image), Mode.REAL, KIB64)
+    with pytest.raises(ImageError) as found:
+        find_header(image, str(path))  # what the loader says, having read it all
+    assert str(checked.value) == str(found.value)
+
+
+def test_a_big_elf_without_a_multiboot_header_is_refused_for_that(tmp_path: Path) -> None:
+    path = tmp_path / "big.elf"
+    path.write_bytes(b"\x7fELF" + bytes(2 * KIB64))
+    with pytest.raises(ImageError, match="an ELF file without a Multiboot header"):
+        check_image_size(path, path.stat().st_size, Mode.REAL, KIB64)

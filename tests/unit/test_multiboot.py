@@ -7,6 +7,7 @@ each test says exactly which program headers it is about.
 from __future__ import annotations
 
 import io
+import os
 import struct
 import subprocess
 from collections.abc import Callable, Iterator
@@ -320,6 +321,14 @@ def test_command_line_limits(mem: GuestMemory) -> None:
         load_multiboot(mem, kludge_image(), "k.bin", cmdline="a\0b")
     with pytest.raises(ImageError, match="at most 4095"):
         load_multiboot(mem, kludge_image(), "k.bin", cmdline="x" * 5000)
+
+
+def test_the_command_line_carries_the_bytes_the_user_gave(mem: GuestMemory) -> None:
+    """A file name or --append that is not UTF-8 reaches Python as surrogate escapes; the kernel gets the bytes."""
+    path, cmdline = os.fsdecode(b"/tmp/k\xff.bin"), os.fsdecode(b"a\xffb")
+    load_multiboot(mem, kludge_image(), path, cmdline=cmdline)
+    text = mem.read(mem.read_u32(INFO_ADDR + 16), 64)
+    assert text.startswith(b"/tmp/k\xff.bin a\xffb\0")
 
 
 def test_entry_state_follows_the_specification(mem: GuestMemory) -> None:
