@@ -72,9 +72,13 @@ def load_flat(mem: GuestMemory, image: bytes, mode: Mode, path: str, load: int |
         if load < tables_end:
             raise ImageError(path, f"load address {load:#x} overlaps the GDT/IDT at "
                              f"{layout.GDT_BASE:#x}-{tables_end:#x}")
-        check_fits(path, len(image), load, ram, f"{ram // 1024} KiB of guest RAM")
-        if entry >= ram:
-            raise ImageError(path, f"entry {entry:#x} is outside guest RAM ({ram // 1024} KiB; paging is off)")
+        # Without paging, 32-bit code reaches only the first 4 GiB, however much RAM there is.
+        reach = min(ram, 1 << 32)
+        check_fits(path, len(image), load, reach, f"{ram // 1024} KiB of guest RAM"
+                   if reach == ram else "4 GiB: what 32-bit code reaches without paging")
+        if entry >= reach:
+            raise ImageError(path, f"entry {entry:#x} is outside guest RAM ({ram // 1024} KiB; paging is off)"
+                             if reach == ram else f"entry {entry:#x} is beyond 4 GiB, out of 32-bit code's reach")
         gdt = abi_gdt()
         mem.write(layout.GDT_BASE, gdt)
         mem.fill(layout.IDT_BASE, layout.IDT32_LIMIT + 1)
