@@ -156,8 +156,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="start with this CR0 instead of the mode's default (protected/paging/long mode)")
     parser.add_argument("--cr4", type=parse_address, metavar="VALUE",
                         help="start with this CR4 (e.g. --cr4 0: x87/SSE not enabled, as the original VMM did)")
-    parser.add_argument("--pages", choices=("4k", "4m"), default="4k",
-                        help="page size of the --paging layout's tables: 4 KiB, or 4 MiB (PSE)")
+    parser.add_argument("--pages", choices=("4k", "4m"),
+                        help="page size of the --paging layout's tables: 4 KiB (default), or 4 MiB (PSE)")
     parser.add_argument("--append", default="", metavar="CMDLINE",
                         help="command line handed to a Multiboot kernel")
     parser.add_argument("--vga", choices=("auto", "on", "off"), default="auto",
@@ -317,21 +317,39 @@ def build_specs(args: argparse.Namespace, mode: Mode | None) -> list:
     resolved = [resolve_guest(arg, mode) for arg in args.guests]
     names = _unique([_printable(name) for name, _, _ in resolved])  # labels and file names: one line each
     specs = []
+    kernels = 0  # Multiboot kernels among the guests
     for name, (_, path, guest_mode) in zip(names, resolved, strict=True):
         image = _read_image(path, guest_mode, _guest_memory(args, guest_mode), args.load)
         multiboot = is_multiboot(image, str(path))
         if multiboot:
             guest_mode = Mode.PROTECTED  # GRUB's state: 32-bit protected mode, paging off
+            kernels += 1
         memory = _guest_memory(args, guest_mode)
         interrupts = args.interrupts if args.interrupts is not None else guest_mode is Mode.PAGING
-        specs.append(GuestSpec(name, str(path), image, guest_mode, memory, args.load, args.entry, args.pages,
+        specs.append(GuestSpec(name, str(path), image, guest_mode, memory, args.load, args.entry, args.pages or "4k",
                                args.cr0, args.cr4, args.append, interrupts))
+    _check_options_apply(specs, kernels, args)
     capacity = _host_limits(max(s.memory for s in specs))
     if len(specs) > capacity:
         raise UsageError(f"{len(specs)} guests are too many for this host: at most {capacity} of "
                          f"{max(s.memory for s in specs) >> 10} KiB fit in its free memory and file limits")
     _check_output_files(specs, args)
     return specs
+
+
+def _check_options_apply(specs: list, kernels: int, args: argparse.Namespace) -> None:
+    """An option no guest would use is a mistake to say, not to ignore silently."""
+    if args.append and not kernels:
+        raise UsageError("--append is the command line of a Multiboot kernel, and none of the guests is one")
+    if args.pages is not None and not any(spec.mode is Mode.PAGING for spec in specs):
+        raise UsageError("--pages sets the page size of the --paging layout, and no guest runs in it "
+                         "(use --mode paging)")
+    if kernels == len(specs):  # a Multiboot header says where the kernel loads and starts, in which state
+        given = [option for option, value in (("--load", args.load), ("--entry", args.entry), ("--cr0", args.cr0),
+                                              ("--cr4", args.cr4)) if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} cannot apply to a Multiboot kernel: its header and the "
+                             "Multiboot machine state decide")
 
 
 def per_guest(path: Path, name: str, several: bool) -> Path:

@@ -222,6 +222,12 @@ CASES.update({
                                       (r"{tmp}/logs/hello\.log", r"is a directory"), needs_kvm=True),
     "unknown-command": Bad("minikvm", ("frobnicate",), (r"frobnicate",)),
     # conflicting options
+    "append-without-a-multiboot-kernel": Bad("minikvm", ("run", "--append", "quiet", "hello"),
+                                             (r"--append", r"none of the guests is one")),
+    "pages-outside-the-paging-layout": Bad("minikvm", ("run", "--pages", "4m", "hello"),
+                                           (r"--pages", r"--mode paging")),
+    "load-for-a-multiboot-kernel": Bad("minikvm", ("run", "--load", "0x200000", "--cr4", "0", "{tmp}/mb.elf"),
+                                       (r"--load, --cr4", r"Multiboot kernel")),
     "quiet-and-verbose": Bad("minikvm", ("run", "--quiet", "--verbose", "hello"), (r"--quiet", r"--verbose")),
 })
 
