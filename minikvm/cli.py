@@ -352,7 +352,7 @@ def _check_options_apply(specs: list, kernels: int, args: argparse.Namespace) ->
                              "Multiboot machine state decide")
 
 
-def per_guest(path: Path, name: str, several: bool) -> Path:
+def _per_guest(path: Path, name: str, several: bool) -> Path:
     """A --trace-file or --screenshot path for one guest: NAME-FILE when there are several."""
     return path.with_name(f"{name}-{path.name}") if several else path
 
@@ -366,7 +366,7 @@ def _check_output_files(specs: list, args: argparse.Namespace) -> None:
     several = len(specs) > 1
     per_guest_options = (("--trace-file", getattr(args, "trace_file", None)),
                          ("--screenshot", getattr(args, "screenshot", None)))
-    outputs = [(option, per_guest(base, spec.name, several)) for option, base in per_guest_options
+    outputs = [(option, _per_guest(base, spec.name, several)) for option, base in per_guest_options
                if base is not None for spec in specs]
     if args.log_dir is not None:
         outputs += [("--log-dir", args.log_dir / f"{spec.name}.log") for spec in specs]
@@ -578,7 +578,7 @@ def _attach_debugging(machines: list, specs: list, args: argparse.Namespace, say
         if args.trace or args.trace_file:
             file = None
             if args.trace_file is not None:
-                path = per_guest(args.trace_file, machine.name, len(machines) > 1)
+                path = _per_guest(args.trace_file, machine.name, len(machines) > 1)
                 try:
                     file = stack.enter_context(open(path, "w", encoding="utf-8"))  # noqa: SIM115
                 except OSError as err:
@@ -629,7 +629,7 @@ def _leave_screens(machines: list, screens: object, args: argparse.Namespace, sa
         if args.screenshot is not None:
             from .screen import save_png
 
-            path = per_guest(args.screenshot, machine.name, len(machines) > 1)
+            path = _per_guest(args.screenshot, machine.name, len(machines) > 1)
             try:
                 save_png(screen, path)
             except OSError as err:
