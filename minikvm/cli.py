@@ -26,7 +26,7 @@ from typing import BinaryIO, NoReturn
 from .arch.x86.state import Mode
 from .boot import layout
 from .boot.bundled import BUNDLED, DEFAULT_GUEST, GuestNotBuiltError, UnknownGuestError, find_bundled
-from .errors import MinikvmError
+from .errors import MinikvmError, printable
 from .stop import StopKind, StopReason
 
 EXIT_USAGE = 2
@@ -119,15 +119,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _fail(message: str) -> NoReturn:
-    sys.stderr.write(f"minikvm: error: {_printable(message)}\n")
+    sys.stderr.write(f"minikvm: error: {printable(message)}\n")
     sys.exit(EXIT_USAGE)
-
-
-def _printable(text: str) -> str:
-    """Control characters (a newline in a file name) escaped, so an error stays one line; a byte that
-    was not UTF-8 in a path (a surrogate escape) shown as the byte."""
-    return "".join(c if c.isprintable() else f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF
-                   else repr(c)[1:-1] for c in text)
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -315,7 +308,7 @@ def build_specs(args: argparse.Namespace, mode: Mode | None) -> list:
         SymbolTable.from_elf(args.symbols)  # a missing or broken file is a usage error now, not mid-report
 
     resolved = [resolve_guest(arg, mode) for arg in args.guests]
-    names = _unique([_printable(name) for name, _, _ in resolved])  # labels and file names: one line each
+    names = _unique([printable(name) for name, _, _ in resolved])  # labels and file names: one line each
     specs = []
     kernels = 0  # Multiboot kernels among the guests
     for name, (_, path, guest_mode) in zip(names, resolved, strict=True):
@@ -508,7 +501,7 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
         say("".join(f"minikvm: {spec.name}: {choice.note}\n" for spec, choice in zip(specs, choices, strict=True)
                     if choice.note))
         if several:
-            say("".join(f"{('[' + s.name + ']'):<16} {s.path} ({m.boot.mode.label}, {m.accel.name})\n"
+            say("".join(f"{('[' + s.name + ']'):<16} {printable(s.path)} ({m.boot.mode.label}, {m.accel.name})\n"
                         for s, m in zip(specs, machines, strict=True)))
         screens = _screen_watcher(machines, mux, args,
                                   live=not several and not quiet and mux.isatty() and not keyboard.background)

@@ -27,7 +27,7 @@ from .devices.irq import IrqLine
 from .devices.legacy import I8042, DebugExit, FastA20, NullDevice
 from .devices.uart import IER_ERBFI, IER_ETBEI, MCR_LOOP, MCR_OUT2, Uart16550
 from .devices.vga import TEXT_BASE, TEXT_WINDOW_END, TextScreen, VgaCrtc, read_screen
-from .errors import MinikvmError
+from .errors import MinikvmError, printable
 from .kvm.exits import HltExit, InternalErrorExit, IoExit
 from .kvm.system import Kvm, KvmError, Vcpu
 from .kvm.uapi import KVM_MP_STATE_HALTED, kvm_regs, kvm_sregs
@@ -195,7 +195,7 @@ class Machine:
     def _build(self, accel: Kvm | Emu, input: InputBuffer | None) -> None:
         guest = self.config.guest
         self.boot = load_guest(self.memory, guest.boot_request(), note=self._note)
-        self._note(f"loaded {len(guest.image)} bytes from {guest.path} ({self.boot.mode.label}), "
+        self._note(f"loaded {len(guest.image)} bytes from {printable(guest.path)} ({self.boot.mode.label}), "
                    f"{self.memory.size // 1024} KiB RAM, entry {self.boot.regs['rip']:#x}")
         self.vm = accel.create_vm()
         self.vm.set_tss_addr(KVM_TSS_ADDR)

@@ -6,7 +6,8 @@ import argparse
 
 import pytest
 
-from minikvm.cli import _printable, _unique, exit_status, parse_address, parse_seconds, parse_size
+from minikvm.cli import _unique, exit_status, parse_address, parse_seconds, parse_size
+from minikvm.errors import printable
 from minikvm.stop import StopKind, StopReason
 
 
@@ -64,6 +65,6 @@ def test_debug_exit_code_decides_cleanliness() -> None:
 
 
 def test_messages_stay_on_one_line_whatever_the_file_name() -> None:
-    assert _printable("/tmp/a\nb.bin") == "/tmp/a\\nb.bin"
-    assert _printable("/tmp/h" + b"\xff".decode(errors="surrogateescape") + ".bin") == "/tmp/h\\xff.bin"
-    assert _printable("héllo wörld") == "héllo wörld"
+    assert printable("/tmp/a\nb.bin") == "/tmp/a\\nb.bin"
+    assert printable("/tmp/h" + b"\xff".decode(errors="surrogateescape") + ".bin") == "/tmp/h\\xff.bin"
+    assert printable("héllo wörld") == "héllo wörld"
