@@ -10,13 +10,14 @@ the run is replayed on the software CPU from the same image and input.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..arch.x86.decoder import engine
 from ..arch.x86.exceptions import VECTORS
-from ..arch.x86.registers import CR0_EM, CR0_TS, CR4_OSFXSR, CR4_PSE, EFER_LMA
+from ..arch.x86.registers import CR0_EM, CR0_PG, CR0_TS, CR4_OSFXSR, CR4_PAE, CR4_PSE, EFER_LMA, EFER_LME
 from ..arch.x86.walk import EXECUTE, Access, Op, PagingMode, describe_error_code, paging_mode, read_linear, translate
 from ..kvm.exits import InternalErrorExit
 from ..machine import CpuSnapshot, Machine, RunResult
@@ -107,6 +108,10 @@ def context_listing(read: Callable[[int, int], bytes], rip: int, bits: int, symb
     return lines
 
 
+_MOV_TO_CR = re.compile(r"^mov cr([034]), (\w+)$")
+_FULL_REGISTER = {f"e{r}": f"r{r}" for r in ("ax", "bx", "cx", "dx", "si", "di", "sp", "bp")}
+
+
 class Explainer:
     """Builds an Explanation for one stopped machine (still open: memory and tables are read)."""
 
@@ -121,27 +126,67 @@ class Explainer:
             return None
         snap = result.snapshot
         notes: list[str] = []
+        explanation = None
         if result.stop.kind is StopKind.TRIPLE_FAULT and not snap.chain:
             replayed = replay_on_software_cpu(self.machine, result)
-            if replayed is not None and replayed.snapshot is not None and replayed.snapshot.chain:
+            explanation = self._paging_this_kvm_cannot_run(snap, replayed)
+            same_end = replayed is not None and replayed.stop.kind is StopKind.TRIPLE_FAULT
+            if explanation is None and same_end and replayed.snapshot is not None and replayed.snapshot.chain:
                 notes.append("KVM reports a triple fault without the exceptions that led to it; minikvm replayed "
                              "the run on its software CPU (same image, same input) to the same end and took the "
                              "chain from there")
                 if snap.reset_state:
                     notes.append(RESET_STATE)
                 snap = replayed.snapshot
-            elif snap.reset_state:
+            elif explanation is None and snap.reset_state:
                 return Explanation(f"triple fault: {RESET_STATE}", notes=["the replay on the software CPU did not "
                                                                            "reach a triple fault either"])
         elif snap.reset_state:
             return Explanation(f"triple fault: {RESET_STATE}")
         bits = bits_for(snap.mode, bool(snap.sregs.cs.db), bool(snap.sregs.cs.l))
-        explanation = self._by_kind(snap, bits)
-        explanation.notes = notes + explanation.notes
+        if explanation is None:
+            explanation = self._by_kind(snap, bits)
+            explanation.notes = notes + explanation.notes
         rip = snap.regs.rip if snap.sregs.cs.l else (snap.regs.rip + snap.sregs.cs.base) & 0xFFFFFFFF
         explanation.where = context_listing(self._read_linear(snap), rip, bits, self.symbols)
         explanation.state = register_dump(snap.regs, snap.sregs)
         return explanation
+
+    def _paging_this_kvm_cannot_run(self, snap: CpuSnapshot, replayed: RunResult | None) -> Explanation | None:
+        """The shutdown is the host's: the guest turned on a paging mode that this host's KVM cannot run
+        (kvm-pvm shuts down at 32-bit and PAE paging; the probe measures it), and the software CPU ran on.
+
+        This is the original Mini-KVM's mystery: its OS enabled paging, and KVM_EXIT_SHUTDOWN was all it got."""
+        from ..accel import PROBES, kvm_cannot_run
+
+        if self.machine.accel.name != "kvm" or (replayed is not None and replayed.stop.kind is StopKind.TRIPLE_FAULT):
+            return None
+        regs, sregs = snap.regs, snap.sregs
+        cr0, cr4 = sregs.cr0, sregs.cr4
+        bits = bits_for(snap.mode, bool(sregs.cs.db), bool(sregs.cs.l))
+        insn = decode(snap.code, regs.rip, bits)
+        written = _MOV_TO_CR.match(insn.text) if insn is not None else None
+        if written is not None:  # the instruction that shut it down is the write that turns paging on
+            value = getattr(regs, _FULL_REGISTER.get(written[2], written[2]), None)
+            if value is not None:
+                cr0, cr4 = (value, cr4) if written[1] == "0" else (cr0, value) if written[1] == "4" else (cr0, cr4)
+        if not cr0 & CR0_PG or sregs.efer & EFER_LME:
+            return None  # no paging, or long mode: not what this explanation is about
+        probe = "pae" if cr4 & CR4_PAE else "paging-4m" if cr4 & CR4_PSE else "paging-4k"
+        why = kvm_cannot_run(probe)
+        if why is None:
+            return None
+        label = PROBES[probe].label
+        at = f"{regs.rip:#x}" + (f" ({insn.text})" if insn else "")
+        causes = [f"the guest turns on {label} here, and this host's KVM cannot run it: {why} "
+                  "(minikvm's probe measured it; 'minikvm host' shows every mode)",
+                  "the shutdown is the host's, not the guest's fault"]
+        if replayed is not None:
+            causes.append(f"the same run on minikvm's software CPU did not fault: it ended with "
+                          f"'{replayed.stop.message}'")
+        causes.append("run it with --accel emu: --accel auto picks the software CPU for guests that start in "
+                      "a mode this host's KVM cannot run, but cannot know that a guest turns paging on itself")
+        return Explanation(f"triple fault at {at}: this host's KVM cannot run {label}", causes)
 
     # --- per stop kind ----------------------------------------------------------------
 
@@ -421,10 +466,9 @@ def replay_on_software_cpu(machine: Machine, result: RunResult) -> RunResult | N
     except Exception:
         return None
     try:
-        outcome = run_machines([replay], timeout=max(2.0, 4 * result.wall_seconds + 1))[0]
+        return run_machines([replay], timeout=max(2.0, 4 * result.wall_seconds + 1))[0]
     finally:
         replay.close()
-    return outcome if outcome.stop.kind is StopKind.TRIPLE_FAULT else None
 
 
 def explain(machine: Machine, result: RunResult,

@@ -594,3 +594,43 @@ def test_where_listing_matches_the_elf(name: str) -> None:
 def test_every_broken_guest_is_tested() -> None:
     sources = sorted(p.stem for p in (Path(__file__).parents[2] / "guests" / "broken").glob("broken_*.S"))
     assert sources == sorted(GUESTS)
+
+
+def test_paging_turned_on_by_the_guest_where_this_kvm_cannot_run_it(kvm_required: None, tmp_path: Path) -> None:
+    """The original Mini-KVM's mystery: its OS turned on paging and got a bare KVM_EXIT_SHUTDOWN. A host
+    whose KVM runs 32-bit paging runs this guest to its EXIT; one that cannot (kvm-pvm, by minikvm's own
+    probe) shuts it down, and the report must say that the host, not the guest, is the cause."""
+    from .harness import assemble
+
+    guest = assemble(tmp_path, """
+        .code32
+        movl $0x83, 0x10000             # PDE 0: a 4 MiB page at 0 (present, writable, PS)
+        mov %cr4, %eax
+        or $0x10, %eax                  # CR4.PSE
+        mov %eax, %cr4
+        mov $0x10000, %eax
+        mov %eax, %cr3
+        mov %cr0, %eax
+        or $0x80000000, %eax
+    paging_on:
+        mov %eax, %cr0                  # CR0.PG
+        mov $0x500, %dx
+        xor %al, %al
+        out %al, %dx                    # EXIT
+    """, 32, load=0x1000)
+    symbols = SymbolTable.from_elf(tmp_path / "guest.elf")
+    [(outcome, lines)] = run_specs_inspected([spec_for("pg", guest, Mode.PROTECTED)],
+                                             lambda m, r: explain(m, r, lambda: symbols), accel="kvm", timeout=10)
+    report = Report(outcome, lines)
+    limitation = kvm_cannot_run("paging-4m")
+    if limitation is None:
+        assert report.stop is StopKind.EXIT_HYPERCALL, report.show()
+        return
+    at = symbol_address(tmp_path / "guest.elf", "paging_on")
+    assert report.stop is StopKind.TRIPLE_FAULT, report.show()
+    assert report.headline == (f"triple fault at {at:#x} (mov cr0, eax): this host's KVM cannot run 32-bit paging, "
+                               "4 MiB pages (PSE)"), report.show()
+    assert any(limitation in line for line in report.why), report.show()
+    assert "the same run on minikvm's software CPU did not fault: it ended with 'exit hypercall'" in report.why, \
+        report.show()
+    assert any("--accel emu" in line for line in report.why), report.show()
