@@ -421,6 +421,7 @@ class EmuVcpu:
         uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, x86.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, x86.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
+        uc.hook_add(UC_HOOK_INSN, self._on_syscall, None, 1, 0, x86.UC_X86_INS_SYSCALL)  # else a no-op
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
         self.uc = uc
         self.slicer = Slicer(uc)
@@ -519,6 +520,24 @@ class EmuVcpu:
         assert self.interrupts is not None
         self._deliver(Event(self.interrupts.acknowledge(), external=True))
         return True
+
+    def _on_syscall(self, uc: Uc, _: object) -> None:
+        if self._frozen is not None:
+            return
+        regs = self.regs
+        assert regs is not None
+        length = self._after_instruction(regs.ip) - regs.ip
+        try:
+            if self.deliverer.syscall(length):
+                # A fresh emu_start from LSTAR, as after any PC write in a hook (see _deliver).
+                self._restart = True
+                self._engine().emu_stop()
+            else:
+                self._deliver(Event(6))  # #UD: the frame points at the SYSCALL
+        except (DeliveryFault, UnsupportedDelivery, VirtualAccessFault) as err:
+            self._result = AcceleratorErrorExit(f"the software CPU could not perform SYSCALL: {err}")
+            self._engine().emu_stop()
+        regs.ip -= length  # Unicorn adds the instruction's length after this hook
 
     def _on_invalid(self, uc: Uc, _: object) -> bool:
         if self._frozen is not None:

@@ -24,13 +24,29 @@ from unicorn.x86_const import (
     UC_X86_REG_CS,
     UC_X86_REG_GDTR,
     UC_X86_REG_IDTR,
+    UC_X86_REG_MSR,
+    UC_X86_REG_R11,
+    UC_X86_REG_RCX,
     UC_X86_REG_SS,
     UC_X86_REG_TR,
 )
 
 from ..arch.x86.descriptors import Descriptor, decode_descriptor
 from ..arch.x86.exceptions import VECTORS, vector_name
-from ..arch.x86.registers import CR0_PE, RFLAGS_AC, RFLAGS_IF, RFLAGS_NT, RFLAGS_RF, RFLAGS_TF, RFLAGS_VM
+from ..arch.x86.registers import (
+    CR0_PE,
+    EFER_LMA,
+    EFER_SCE,
+    MSR_LSTAR,
+    MSR_SFMASK,
+    MSR_STAR,
+    RFLAGS_AC,
+    RFLAGS_IF,
+    RFLAGS_NT,
+    RFLAGS_RF,
+    RFLAGS_TF,
+    RFLAGS_VM,
+)
 from ..arch.x86.walk import PF_P, PF_US, PF_WR, Access, Op, translate
 from .guestmem import GuestView, VirtualAccessFault
 from .quirks import force_cpl0, reset_old_exception
@@ -305,6 +321,35 @@ class Deliverer:
         self.regs.sp = sp
         self._finish(flags, gate_type, selector, offset)
         return f"{selector:#06x}:{offset:#x}"
+
+    def syscall(self, length: int) -> bool:
+        """SYSCALL (SDM vol. 2B), which Unicorn leaves to a hook: to ring 0 at IA32_LSTAR, RCX = the next
+        RIP, R11 = RFLAGS, RFLAGS masked by IA32_FMASK, CS and SS from IA32_STAR[47:32]. False where it is
+        undefined and raises #UD: EFER.SCE clear, or not in 64-bit mode (Intel's rule). `length` is the
+        instruction's: RCX gets the address after it."""
+        uc, regs = self.uc, self.regs
+        efer = regs.efer()
+        if not efer & EFER_SCE or not efer & EFER_LMA:
+            return False
+        if not self._descriptor(uc.reg_read(UC_X86_REG_CS), GENERAL_PROTECTION, 0).flags & 0x2:
+            return False  # compatibility mode
+        star, lstar, fmask = (uc.reg_read(UC_X86_REG_MSR, msr) for msr in (MSR_STAR, MSR_LSTAR, MSR_SFMASK))
+        flags = regs.flags
+        uc.reg_write(UC_X86_REG_RCX, regs.ip + length)
+        uc.reg_write(UC_X86_REG_R11, flags)
+        selector = (star >> 32) & 0xFFFC
+        if regs.cpl != 0:
+            self._enter_ring(0, selector + 8)
+        else:
+            uc.reg_write(UC_X86_REG_SS, selector + 8)
+        try:
+            uc.reg_write(UC_X86_REG_CS, selector)
+        except UcError:
+            raise DeliveryFault(GENERAL_PROTECTION, selector, f"SYSCALL cannot load CS {selector:#x} (IA32_STAR)") \
+                from None
+        regs.flags = flags & ~fmask & ~RFLAGS_RF
+        regs.ip = lstar
+        return True
 
     # --- pieces ----------------------------------------------------------------
 

@@ -1,0 +1,104 @@
+"""SYSCALL in 64-bit mode, on both accelerators: Unicorn leaves it to a hook, which the software CPU must
+fill with the SDM's semantics (it used to be a silent no-op there), and #UD where it is undefined."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from minikvm.arch.x86.state import Mode
+from minikvm.debug.explain import explain
+from minikvm.debug.symbols import SymbolTable
+from minikvm.stop import StopKind
+
+from .harness import ACCELERATORS, assemble, kvm_limitation, run_one, run_specs_inspected, spec_for, symbol_address
+
+PUTCHAR_AND_EXIT = """
+    putc:                           # BL to the console
+        mov $0x500, %dx
+        mov $1, %al
+        out %al, %dx
+        ret
+    exit:
+        mov $0x500, %dx
+        xor %al, %al
+        out %al, %dx
+"""
+
+
+def long_guest(tmp_path: Path, body: str) -> bytes:
+    return assemble(tmp_path, ".code64\n" + body + PUTCHAR_AND_EXIT, 64, load=0x1000)
+
+
+def allowed(accel: str) -> None:
+    if accel == "kvm":
+        limitation = kvm_limitation(Mode.LONG)
+        if limitation is not None:
+            pytest.skip(limitation)  # the software CPU case runs everywhere
+
+
+@pytest.mark.parametrize("accel", ACCELERATORS)
+def test_syscall_enters_lstar_with_rcx_r11_and_the_flag_mask(tmp_path: Path, accel: str) -> None:
+    allowed(accel)
+    guest = long_guest(tmp_path, """
+        mov $0xC0000080, %ecx       # EFER.SCE
+        rdmsr
+        or $1, %eax
+        wrmsr
+        mov $0xC0000082, %ecx       # LSTAR = handler
+        lea handler(%rip), %rax
+        xor %edx, %edx
+        wrmsr
+        mov $0xC0000081, %ecx       # STAR[47:32] = 0x08: CS 0x08, SS 0x10
+        xor %eax, %eax
+        mov $0x08, %edx
+        wrmsr
+        mov $0xC0000084, %ecx       # FMASK: clear DF
+        mov $0x400, %eax
+        xor %edx, %edx
+        wrmsr
+        std
+        syscall
+    back:
+        mov $'R', %bl
+        call putc
+        jmp exit
+    handler:                        # 'S' when RCX, R11 and RFLAGS are as the SDM says, else 'X'
+        mov $'X', %bl
+        lea back(%rip), %rax
+        cmp %rax, %rcx
+        jne 1f
+        test $0x400, %r11           # the saved flags still have DF
+        jz 1f
+        pushf
+        pop %rax
+        test $0x400, %rax           # and the handler runs without it
+        jnz 1f
+        mov %cs, %ax
+        cmp $0x08, %ax
+        jne 1f
+        mov $'S', %bl
+    1:  call putc
+        jmp *%rcx
+    """)
+    outcome = run_one(spec_for("syscall", guest, Mode.LONG), accel=accel)
+    assert outcome.output == b"SR" and outcome.result.stop.kind is StopKind.EXIT_HYPERCALL, outcome.explain()
+
+
+@pytest.mark.parametrize("accel", ACCELERATORS)
+def test_syscall_without_efer_sce_is_an_invalid_opcode(tmp_path: Path, accel: str) -> None:
+    allowed(accel)
+    guest = long_guest(tmp_path, """
+    here:
+        syscall                     # EFER.SCE is clear: #UD, and with no IDT a triple fault
+        mov $'N', %bl
+        call putc
+        jmp exit
+    """)
+    symbols = SymbolTable.from_elf(tmp_path / "guest.elf")
+    [(outcome, lines)] = run_specs_inspected([spec_for("nosce", guest, Mode.LONG)],
+                                             lambda m, r: explain(m, r, lambda: symbols), accel=accel, timeout=10)
+    at = symbol_address(tmp_path / "guest.elf", "here")
+    assert outcome.output == b"" and outcome.result.stop.kind is StopKind.TRIPLE_FAULT, outcome.explain()
+    assert lines[0].startswith(f"triple fault: #UD at {at:#x} (syscall)"), "\n".join(lines)
