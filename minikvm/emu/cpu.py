@@ -422,6 +422,7 @@ class EmuVcpu:
         uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, x86.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
         uc.hook_add(UC_HOOK_INSN, self._on_syscall, None, 1, 0, x86.UC_X86_INS_SYSCALL)  # else a no-op
+        uc.hook_add(UC_HOOK_INSN, self._on_sysenter, None, 1, 0, x86.UC_X86_INS_SYSENTER)  # likewise
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
         self.uc = uc
         self.slicer = Slicer(uc)
@@ -522,22 +523,30 @@ class EmuVcpu:
         return True
 
     def _on_syscall(self, uc: Uc, _: object) -> None:
+        self._fast_system_call("SYSCALL", self.deliverer.syscall, Event(6))
+
+    def _on_sysenter(self, uc: Uc, _: object) -> None:
+        self._fast_system_call("SYSENTER", self.deliverer.sysenter, Event(13, 0))
+
+    def _fast_system_call(self, name: str, enter: Callable[[int], bool], fault: Event) -> None:
+        """SYSCALL or SYSENTER: Unicorn only calls this hook (without one, the instruction does nothing),
+        then adds the instruction's length to RIP."""
         if self._frozen is not None:
             return
         regs = self.regs
         assert regs is not None
         length = self._after_instruction(regs.ip) - regs.ip
         try:
-            if self.deliverer.syscall(length):
-                # A fresh emu_start from LSTAR, as after any PC write in a hook (see _deliver).
+            if enter(length):
+                # A fresh emu_start at the target, as after any PC write in a hook (see _deliver).
                 self._restart = True
                 self._engine().emu_stop()
             else:
-                self._deliver(Event(6))  # #UD: the frame points at the SYSCALL
+                self._deliver(fault)  # the frame points at the instruction itself
         except (DeliveryFault, UnsupportedDelivery, VirtualAccessFault) as err:
-            self._result = AcceleratorErrorExit(f"the software CPU could not perform SYSCALL: {err}")
+            self._result = AcceleratorErrorExit(f"the software CPU could not perform {name}: {err}")
             self._engine().emu_stop()
-        regs.ip -= length  # Unicorn adds the instruction's length after this hook
+        regs.ip -= length  # what Unicorn adds after this hook
 
     def _on_invalid(self, uc: Uc, _: object) -> bool:
         if self._frozen is not None:

@@ -40,6 +40,9 @@ from ..arch.x86.registers import (
     MSR_LSTAR,
     MSR_SFMASK,
     MSR_STAR,
+    MSR_SYSENTER_CS,
+    MSR_SYSENTER_EIP,
+    MSR_SYSENTER_ESP,
     RFLAGS_AC,
     RFLAGS_IF,
     RFLAGS_NT,
@@ -349,6 +352,31 @@ class Deliverer:
                 from None
         regs.flags = flags & ~fmask & ~RFLAGS_RF
         regs.ip = lstar
+        return True
+
+    def sysenter(self, length: int) -> bool:
+        """SYSENTER (SDM vol. 2B), which Unicorn also leaves to a hook: to ring 0 at IA32_SYSENTER_EIP with
+        the stack at IA32_SYSENTER_ESP, CS from IA32_SYSENTER_CS and SS the descriptor after it; IF, VM
+        and RF cleared. False where it raises #GP(0): real mode, or IA32_SYSENTER_CS null."""
+        uc, regs = self.uc, self.regs
+        selector = uc.reg_read(UC_X86_REG_MSR, MSR_SYSENTER_CS) & 0xFFFC
+        if not uc.reg_read(UC_X86_REG_CR0) & CR0_PE or not selector:
+            return False
+        width = 0xFFFFFFFFFFFFFFFF if regs.long_mode_active() else 0xFFFFFFFF
+        esp = uc.reg_read(UC_X86_REG_MSR, MSR_SYSENTER_ESP) & width
+        eip = uc.reg_read(UC_X86_REG_MSR, MSR_SYSENTER_EIP) & width
+        if regs.cpl != 0:
+            self._enter_ring(0, selector + 8)
+        else:
+            uc.reg_write(UC_X86_REG_SS, selector + 8)
+        try:
+            uc.reg_write(UC_X86_REG_CS, selector)
+        except UcError:
+            raise DeliveryFault(GENERAL_PROTECTION, 0, f"SYSENTER cannot load CS {selector:#x} "
+                                "(IA32_SYSENTER_CS)") from None
+        regs.flags &= ~(RFLAGS_IF | RFLAGS_VM | RFLAGS_RF)
+        regs.sp = esp
+        regs.ip = eip
         return True
 
     # --- pieces ----------------------------------------------------------------

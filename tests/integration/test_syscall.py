@@ -1,5 +1,6 @@
-"""SYSCALL in 64-bit mode, on both accelerators: Unicorn leaves it to a hook, which the software CPU must
-fill with the SDM's semantics (it used to be a silent no-op there), and #UD where it is undefined."""
+"""SYSCALL (64-bit mode) and SYSENTER (32-bit protected mode) on both accelerators: Unicorn leaves both to
+a hook, which the software CPU must fill with the SDM's semantics (they were silent no-ops there), and the
+fault where they are undefined."""
 
 from __future__ import annotations
 
@@ -31,9 +32,13 @@ def long_guest(tmp_path: Path, body: str) -> bytes:
     return assemble(tmp_path, ".code64\n" + body + PUTCHAR_AND_EXIT, 64, load=0x1000)
 
 
-def allowed(accel: str) -> None:
+def protected_guest(tmp_path: Path, body: str) -> bytes:
+    return assemble(tmp_path, ".code32\n" + body + PUTCHAR_AND_EXIT, 32, load=0x1000)
+
+
+def allowed(accel: str, mode: Mode = Mode.LONG) -> None:
     if accel == "kvm":
-        limitation = kvm_limitation(Mode.LONG)
+        limitation = kvm_limitation(mode)
         if limitation is not None:
             pytest.skip(limitation)  # the software CPU case runs everywhere
 
@@ -102,3 +107,59 @@ def test_syscall_without_efer_sce_is_an_invalid_opcode(tmp_path: Path, accel: st
     at = symbol_address(tmp_path / "guest.elf", "here")
     assert outcome.output == b"" and outcome.result.stop.kind is StopKind.TRIPLE_FAULT, outcome.explain()
     assert lines[0].startswith(f"triple fault: #UD at {at:#x} (syscall)"), "\n".join(lines)
+
+
+@pytest.mark.parametrize("accel", ACCELERATORS)
+def test_sysenter_enters_ring_0_at_the_msrs_target_and_stack(tmp_path: Path, accel: str) -> None:
+    allowed(accel, Mode.PROTECTED)
+    guest = protected_guest(tmp_path, """
+        mov $0x174, %ecx            # IA32_SYSENTER_CS = 0x08 (SS is 0x10, the descriptor after it)
+        mov $0x08, %eax
+        xor %edx, %edx
+        wrmsr
+        mov $0x175, %ecx            # IA32_SYSENTER_ESP
+        mov $0x9000, %eax
+        wrmsr
+        mov $0x176, %ecx            # IA32_SYSENTER_EIP
+        mov $handler, %eax
+        wrmsr
+        sti
+        sysenter
+        mov $'N', %bl               # not reached: SYSENTER does not return by itself
+        call putc
+        jmp exit
+    handler:                        # 'E' when ESP, SS and IF are as the SDM says, else 'X'
+        mov $'X', %bl
+        cmp $0x9000, %esp
+        jne 1f
+        mov %ss, %ax
+        cmp $0x10, %ax
+        jne 1f
+        pushf
+        pop %eax
+        test $0x200, %eax
+        jnz 1f
+        mov $'E', %bl
+    1:  call putc
+        jmp exit
+    """)
+    outcome = run_one(spec_for("sysenter", guest, Mode.PROTECTED), accel=accel)
+    assert outcome.output == b"E" and outcome.result.stop.kind is StopKind.EXIT_HYPERCALL, outcome.explain()
+
+
+@pytest.mark.parametrize("accel", ACCELERATORS)
+def test_sysenter_with_a_null_cs_msr_is_a_general_protection_fault(tmp_path: Path, accel: str) -> None:
+    allowed(accel, Mode.PROTECTED)
+    guest = protected_guest(tmp_path, """
+    here:
+        sysenter                    # IA32_SYSENTER_CS is 0: #GP(0), and with no IDT a triple fault
+        mov $'N', %bl
+        call putc
+        jmp exit
+    """)
+    symbols = SymbolTable.from_elf(tmp_path / "guest.elf")
+    [(outcome, lines)] = run_specs_inspected([spec_for("nullcs", guest, Mode.PROTECTED)],
+                                             lambda m, r: explain(m, r, lambda: symbols), accel=accel, timeout=10)
+    at = symbol_address(tmp_path / "guest.elf", "here")
+    assert outcome.output == b"" and outcome.result.stop.kind is StopKind.TRIPLE_FAULT, outcome.explain()
+    assert lines[0].startswith(f"triple fault: #GP(0x0) at {at:#x} (sysenter)"), "\n".join(lines)
