@@ -340,16 +340,7 @@ class Deliverer:
         flags = regs.flags
         uc.reg_write(UC_X86_REG_RCX, regs.ip + length)
         uc.reg_write(UC_X86_REG_R11, flags)
-        selector = (star >> 32) & 0xFFFC
-        if regs.cpl != 0:
-            self._enter_ring(0, selector + 8)
-        else:
-            uc.reg_write(UC_X86_REG_SS, selector + 8)
-        try:
-            uc.reg_write(UC_X86_REG_CS, selector)
-        except UcError:
-            raise DeliveryFault(GENERAL_PROTECTION, selector, f"SYSCALL cannot load CS {selector:#x} (IA32_STAR)") \
-                from None
+        self._enter_ring0_at((star >> 32) & 0xFFFC, "SYSCALL", "IA32_STAR")
         regs.flags = flags & ~fmask & ~RFLAGS_RF
         regs.ip = lstar
         return True
@@ -365,19 +356,24 @@ class Deliverer:
         width = 0xFFFFFFFFFFFFFFFF if regs.long_mode_active() else 0xFFFFFFFF
         esp = uc.reg_read(UC_X86_REG_MSR, MSR_SYSENTER_ESP) & width
         eip = uc.reg_read(UC_X86_REG_MSR, MSR_SYSENTER_EIP) & width
-        if regs.cpl != 0:
-            self._enter_ring(0, selector + 8)
-        else:
-            uc.reg_write(UC_X86_REG_SS, selector + 8)
-        try:
-            uc.reg_write(UC_X86_REG_CS, selector)
-        except UcError:
-            raise DeliveryFault(GENERAL_PROTECTION, 0, f"SYSENTER cannot load CS {selector:#x} "
-                                "(IA32_SYSENTER_CS)") from None
+        self._enter_ring0_at(selector, "SYSENTER", "IA32_SYSENTER_CS")
         regs.flags &= ~(RFLAGS_IF | RFLAGS_VM | RFLAGS_RF)
         regs.sp = esp
         regs.ip = eip
         return True
+
+    def _enter_ring0_at(self, selector: int, name: str, msr: str) -> None:
+        """CS = `selector` and SS = the descriptor after it, at CPL0: what SYSCALL and SYSENTER load from an
+        MSR. Unicorn loads them from the guest's GDT, where the CPU uses fixed flat values; a GDT that does
+        not have them is reported rather than guessed at."""
+        if self.regs.cpl != 0:
+            force_cpl0(self.uc)
+        for register, value in ((UC_X86_REG_SS, selector + 8), (UC_X86_REG_CS, selector)):
+            try:
+                self.uc.reg_write(register, value)
+            except UcError:
+                raise DeliveryFault(GENERAL_PROTECTION, 0, f"{name} cannot load selector {value:#x} ({msr}) "
+                                    "from the GDT") from None
 
     # --- pieces ----------------------------------------------------------------
 
