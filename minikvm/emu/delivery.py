@@ -348,7 +348,8 @@ class Deliverer:
     def sysenter(self, length: int) -> bool:
         """SYSENTER (SDM vol. 2B), which Unicorn also leaves to a hook: to ring 0 at IA32_SYSENTER_EIP with
         the stack at IA32_SYSENTER_ESP, CS from IA32_SYSENTER_CS and SS the descriptor after it; IF, VM
-        and RF cleared. False where it raises #GP(0): real mode, or IA32_SYSENTER_CS null."""
+        and RF cleared. False where it raises #GP(0): real mode, or IA32_SYSENTER_CS null. (`length`, as
+        SYSCALL takes it, is not needed: nothing records where SYSENTER came from.)"""
         uc, regs = self.uc, self.regs
         selector = uc.reg_read(UC_X86_REG_MSR, MSR_SYSENTER_CS) & 0xFFFC
         if not uc.reg_read(UC_X86_REG_CR0) & CR0_PE or not selector:
