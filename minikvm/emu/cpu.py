@@ -464,13 +464,23 @@ class EmuVcpu:
             self._frozen.rip = self._after_instruction(self._frozen.rip)
 
     def _after_instruction(self, ip: int) -> int:
-        sregs = self.get_sregs()
-        bits = 64 if sregs.cs.l and sregs.efer & EFER_LMA else 32 if sregs.cs.db and sregs.cr0 & CR0_PE else 16
         try:
             code = self.view.read(self.deliverer._code_linear(ip), 15)
+            bits = self._code_bits()
         except (VirtualAccessFault, DeliveryFault, UnsupportedDelivery, UcError, ValueError, OverflowError):
             return ip
         return next((ip + insn.size for insn in decoder(bits).disasm(code, ip, 1)), ip)
+
+    def _code_bits(self) -> int:
+        """16, 32 or 64: how the code at CS decodes. Only CS's descriptor is read (get_sregs reads all
+        six, which cost SYSCALL more than half its time)."""
+        uc, regs = self._engine(), self.regs
+        assert regs is not None
+        if not uc.reg_read(x86.UC_X86_REG_CR0) & CR0_PE:
+            return 16
+        _, gdt_base, gdt_limit, _ = uc.reg_read(x86.UC_X86_REG_GDTR)
+        cs = self._segment(uc.reg_read(x86.UC_X86_REG_CS), True, gdt_base, gdt_limit, code=True)
+        return 64 if cs.l and regs.long_mode_active() else 32 if cs.db else 16
 
     def _on_out(self, uc: Uc, port: int, size: int, value: int, _: object) -> None:
         if self._frozen is not None:
