@@ -108,7 +108,7 @@ def context_listing(read: Callable[[int, int], bytes], rip: int, bits: int, symb
     return lines
 
 
-_MOV_TO_CR = re.compile(r"^mov cr([034]), (\w+)$")
+_MOV_TO_CR = re.compile(r"^mov cr([04]), (\w+)$")  # the writes that can turn paging on
 _FULL_REGISTER = {f"e{r}": f"r{r}" for r in ("ax", "bx", "cx", "dx", "si", "di", "sp", "bp")}
 
 
@@ -169,7 +169,7 @@ class Explainer:
         if written is not None:  # the instruction that shut it down is the write that turns paging on
             value = getattr(regs, _FULL_REGISTER.get(written[2], written[2]), None)
             if value is not None:
-                cr0, cr4 = (value, cr4) if written[1] == "0" else (cr0, value) if written[1] == "4" else (cr0, cr4)
+                cr0, cr4 = (value, cr4) if written[1] == "0" else (cr0, value)
         if not cr0 & CR0_PG or sregs.efer & EFER_LME:
             return None  # no paging, or long mode: not what this explanation is about
         probe = "pae" if cr4 & CR4_PAE else "paging-4m" if cr4 & CR4_PSE else "paging-4k"
