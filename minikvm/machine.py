@@ -29,7 +29,7 @@ from .devices.uart import IER_ERBFI, IER_ETBEI, MCR_LOOP, MCR_OUT2, Uart16550
 from .devices.vga import TEXT_BASE, TEXT_WINDOW_END, TextScreen, VgaCrtc, read_screen
 from .errors import MinikvmError, printable
 from .kvm.exits import HltExit, InternalErrorExit, IoExit
-from .kvm.system import Kvm, KvmError, Vcpu
+from .kvm.system import Kvm, Vcpu
 from .kvm.uapi import KVM_MP_STATE_HALTED, kvm_regs, kvm_sregs
 from .memory import GuestMemory
 from .probe import io_exit_rip_after_insn
@@ -223,8 +223,9 @@ class Machine:
         vcpu.set_cpuid2(self.accel.supported_cpuid())
         try:
             vcpu.set_sregs(apply_to_sregs(state, vcpu.get_sregs()))
-        except KvmError as err:  # EINVAL alone would not say that the state (--cr0, --cr4) is the problem
-            raise MinikvmError(f"KVM refused the start state CR0={state.cr0:#x} CR4={state.cr4:#x} "
+        except MinikvmError as err:  # EINVAL or a CPU exception alone would not say that the state is the problem
+            who = "KVM" if self.accel.name == "kvm" else "the software CPU"
+            raise MinikvmError(f"{who} refused the start state CR0={state.cr0:#x} CR4={state.cr4:#x} "
                                f"EFER={state.efer:#x}: {err}") from None
         vcpu.set_regs(regs_to_kvm(state))
         self._note(f"vCPU set up for {state.mode.label}: CR0={state.cr0:#x} CR3={state.cr3:#x} "

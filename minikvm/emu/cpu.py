@@ -173,8 +173,7 @@ class EmuVcpu:
         try:
             self._load_sregs(sregs)
         except UcError as err:  # the CPU would fault on this state (a reserved CR4 bit, say)
-            raise EmuError(f"the software CPU refused the start state CR0={sregs.cr0:#x} CR4={sregs.cr4:#x} "
-                           f"EFER={sregs.efer:#x}: {err}") from None
+            raise EmuError(str(err)) from None
         if self._pending_regs is not None:  # once: a later set_sregs must not bring back the boot registers
             regs, self._pending_regs = self._pending_regs, None
             self.set_regs(regs)
@@ -204,8 +203,8 @@ class EmuVcpu:
             try:
                 view.physical(addr, False)
             except VirtualAccessFault:
-                raise EmuError(f"the software CPU cannot load {name.upper()}: its descriptor at {linear:#x} "
-                               f"(the GDT) is not mapped by the page tables at CR3={cr3:#x}") from None
+                raise EmuError(f"{name.upper()} cannot be loaded: its descriptor at {linear:#x} (the GDT) is not "
+                               f"mapped by the page tables at CR3={cr3:#x}") from None
 
     def get_sregs(self) -> uapi.kvm_sregs:
         sregs = uapi.kvm_sregs()
