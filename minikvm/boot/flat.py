@@ -36,7 +36,10 @@ def abi_gdt(code_flags: int = FLAGS_32BIT_4K) -> bytes:
 
 
 def default_load(mode: Mode) -> int:
-    return layout.REAL_LOAD if mode is Mode.REAL else layout.PM_LOAD
+    """Where an image goes without --load (ABI.md), in every mode the --paging layout's included."""
+    if mode is Mode.REAL:
+        return layout.REAL_LOAD
+    return layout.PAGING_LOAD if mode is Mode.PAGING else layout.PM_LOAD
 
 
 def check_fits(path: str, size: int, load: int, limit: int, what: str) -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from ..arch.x86.state import BootState, Mode
 from ..memory import GuestMemory
-from . import layout
 from .errors import ImageError
 from .flat import check_fits, default_load, load_flat
 from .multiboot import HEADER_SEARCH, HEADER_SIZE_VIDEO, find_header, load_multiboot
@@ -61,7 +60,7 @@ def check_image_size(path: Path, size: int, mode: Mode, memory: int, load: int |
         return
     _refuse_plain_elf(head, str(path))
     if load is None:
-        load = layout.PAGING_LOAD if mode is Mode.PAGING else default_load(mode)
+        load = default_load(mode)
     check_fits(str(path), size, load, memory, f"{memory // 1024} KiB of guest RAM")
 
 
