@@ -40,6 +40,7 @@ from . import layout
 from .errors import ImageError
 from .flat import abi_gdt
 
+ELF_MAGIC = b"\x7fELF"  # the first bytes of every ELF file
 HEADER_MAGIC = 0x1BADB002
 BOOTLOADER_MAGIC = 0x2BADB002  # EAX at the kernel's first instruction
 HEADER_SEARCH = 8192  # the header lies wholly in the file's first 8 KiB ...
@@ -254,7 +255,7 @@ def _kludge_segments(image: bytes, path: str, h: MultibootHeader) -> tuple[list[
 
 
 def _elf_segments(image: bytes, path: str) -> tuple[list[_Segment], int]:
-    if image[:4] != b"\x7fELF":
+    if not image.startswith(ELF_MAGIC):
         raise ImageError(path, "has a multiboot header but is not ELF, and header flag 16 (load addresses "
                          "in the header, the a.out kludge) is not set: minikvm cannot tell where to load it")
     from elftools.common.exceptions import ELFError  # only ELF kernels pay for pyelftools' import

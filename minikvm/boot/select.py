@@ -10,10 +10,9 @@ from ..arch.x86.state import BootState, Mode
 from ..memory import GuestMemory
 from .errors import ImageError
 from .flat import check_fits, default_load, load_flat
-from .multiboot import HEADER_SEARCH, HEADER_SIZE_VIDEO, find_header, load_multiboot
+from .multiboot import ELF_MAGIC, HEADER_SEARCH, HEADER_SIZE_VIDEO, find_header, load_multiboot
 from .paging_layout import load_paging_abi
 
-ELF_MAGIC = b"\x7fELF"
 # Enough of a file to find its Multiboot header and judge it as in the whole file: the header
 # starts in the first 8 KiB and is at most HEADER_SIZE_VIDEO bytes long.
 _HEAD_SIZE = HEADER_SEARCH + HEADER_SIZE_VIDEO

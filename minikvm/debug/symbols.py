@@ -5,9 +5,8 @@ from __future__ import annotations
 import bisect
 from pathlib import Path
 
+from ..boot.multiboot import ELF_MAGIC
 from ..errors import MinikvmError
-
-ELF_MAGIC = b"\x7fELF"
 
 
 class SymbolsError(MinikvmError):
