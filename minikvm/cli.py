@@ -379,13 +379,9 @@ def _check_output_files(specs: list, args: argparse.Namespace) -> None:
 # --- running ---------------------------------------------------------------
 
 
-def _sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt("terminated (SIGTERM)")
-
-
 def run_guests(specs: list, args: argparse.Namespace) -> int:
     from .accel import choose
-    from .console import GuestOutput, Keyboard, OutputMux
+    from .console import GuestOutput, Keyboard, OutputMux, terminate
     from .debug.report import EXPLAINED, stop_line, stop_report
     from .debug.stats import stats_report
     from .devices.input import InputBuffer
@@ -433,7 +429,7 @@ def run_guests(specs: list, args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         stack.push(drain_output)
         # From here on SIGTERM unwinds like Ctrl-C, so every cleanup below runs.
-        stack.callback(signal.signal, signal.SIGTERM, signal.signal(signal.SIGTERM, _sigterm))
+        stack.callback(signal.signal, signal.SIGTERM, signal.signal(signal.SIGTERM, terminate))
         accelerators: dict[str, object] = {}
         for name in {choice.name for choice in choices}:
             if name == "kvm":

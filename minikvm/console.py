@@ -269,7 +269,8 @@ class GuestOutput:
         return bytes(out + self._close)
 
 
-def _terminate(signum: int, frame: object) -> None:
+def terminate(signum: int, frame: object) -> None:
+    """A signal handler: a killing signal unwinds like Ctrl-C, so every cleanup runs."""
     raise KeyboardInterrupt(f"terminated ({signal.Signals(signum).name})")
 
 
@@ -361,7 +362,7 @@ class Keyboard:
         (SIGINT does so already, SIGTERM gets the command line's handler); ignored ones (nohup) stay so."""
         for signum in STOP_SIGNALS:
             if signal.getsignal(signum) == signal.SIG_DFL:
-                signal.signal(signum, _terminate)
+                signal.signal(signum, terminate)
                 self._caught.append(signum)
 
     def _pump(self) -> None:
