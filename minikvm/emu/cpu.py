@@ -198,10 +198,9 @@ class EmuVcpu:
     def _check_descriptor_mapped(self, name: str, linear: int, cr3: int) -> None:
         """Unicorn's segment load walks the page tables outside emulation, where a fault kills the
         process (SIGSEGV): refuse a descriptor they do not map before it gets there."""
-        view = GuestView(self._engine())
         for addr in (linear, linear + 7):
             try:
-                view.physical(addr, False)
+                self.view.physical(addr, False)
             except VirtualAccessFault:
                 raise EmuError(f"{name.upper()} cannot be loaded: its descriptor at {linear:#x} (the GDT) is not "
                                f"mapped by the page tables at CR3={cr3:#x}") from None
